@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main demo under mpirun. Usage: bash scripts/demo.sh [NPROCS] [demo options...]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+nprocs="${1:-2}"; shift || true
+exec mpirun -n "$nprocs" python demos/rate_matrix_asymptotics.py --output output/rate_matrix_asymptotics "$@"

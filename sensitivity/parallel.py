@@ -1,0 +1,68 @@
+"""MPI conveniences: rank-0 output, progress bars, and collective error handling.
+
+The rules they serve: every collective runs on every rank; output comes from
+rank 0; an error detected on one rank is raised on all of them, so that no rank
+waits forever in a collective the failing rank never reaches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from mpi4py import MPI
+
+from sensitivity.errors import SensitivityError
+
+__all__ = ["CollectiveError", "comm_world", "progress", "rank0_print", "run_on_root"]
+
+T = TypeVar("T")
+
+
+class CollectiveError(SensitivityError):
+    """Raised on the other ranks when one rank failed inside :func:`run_on_root`."""
+
+
+def comm_world() -> MPI.Comm:
+    """``MPI.COMM_WORLD`` (a function so that callers can be given another one)."""
+    return MPI.COMM_WORLD
+
+
+def rank0_print(comm: MPI.Comm, *args: Any, **kwargs: Any) -> None:
+    """``print`` on rank 0 of ``comm`` only (not collective)."""
+    if comm.rank == 0:
+        print(*args, **kwargs, flush=True)
+
+
+def progress(comm: MPI.Comm, iterable: Iterable[T], *, desc: str | None = None, total: int | None = None,
+             disable: bool = False) -> Iterable[T]:
+    """Iterate ``iterable`` with a tqdm progress bar shown on rank 0 only.
+
+    Every rank iterates the same items; only the display differs, so collectives
+    inside the loop stay matched.
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, disable=disable or comm.rank != 0, leave=False)
+
+
+def run_on_root(comm: MPI.Comm, func: Callable[[], T], root: int = 0) -> T | None:
+    """Run ``func()`` on ``root`` and raise its error, if any, on every rank (collective).
+
+    For rank-local work such as writing a file gathered to one rank: the other
+    ranks wait for the outcome and raise :class:`CollectiveError` with the root's
+    message if it failed, so all ranks leave together. Returns ``func()``'s
+    result on ``root`` and ``None`` elsewhere.
+    """
+    result, error = None, None
+    if comm.rank == root:
+        try:
+            result = func()
+        except Exception as exc:  # re-raised below on this rank, reported to the others
+            error = exc
+    message = comm.bcast(None if error is None else f"{type(error).__name__}: {error}", root=root)
+    if error is not None:
+        raise error
+    if message is not None:
+        raise CollectiveError(f"rank {root} failed: {message}")
+    return result
