@@ -1,0 +1,219 @@
+r"""The advection–diffusion generator (SPEC §2, seed 4.3).
+
+Strong form :math:`\partial_t\theta = \kappa\Delta\theta - u\cdot\nabla\theta`. With
+Lagrange test functions :math:`\phi` the semi-discrete system is
+:math:`M\theta' = -A(u)\theta`,
+
+.. math::
+
+    M_{ij} = \int \phi_j\phi_i\,dx,\qquad
+    A(u)_{ij} = \kappa\int\nabla\phi_j\cdot\nabla\phi_i\,dx + \int (u\cdot\nabla\phi_j)\,\phi_i\,dx
+              = \kappa K_{ij} + C(u)_{ij},
+
+so the generator is :math:`Q(u) = -M^{-1}A(u)` and a velocity perturbation
+:math:`v` enters as :math:`J = -M^{-1}C(v)`. Walls without a Dirichlet condition
+are no-flux (natural); Dirichlet conditions (e.g. an inflow value) are given as
+DOLFINx ``DirichletBC`` objects and hold at every time; outflow is natural
+(zero diffusive flux).
+
+Optional SUPG stabilization adds, with :math:`\tau(u) = ((2|u|/h)^2 + 9(4\kappa/h^2)^2)^{-1/2}`
+(smooth in :math:`u`),
+
+.. math::
+
+    M^{s}_{ij} = \int\tau\,(u\cdot\nabla\phi_i)\,\phi_j,\qquad
+    A^{s}_{ij} = \int\tau\,(u\cdot\nabla\phi_i)\,(u\cdot\nabla\phi_j - \kappa\Delta\phi_j),
+
+so :math:`M` depends on :math:`u` too; its derivative is included exactly in
+:meth:`AdvectionDiffusion.dM` and :meth:`AdvectionDiffusion.dA`, which UFL
+derives from the same forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dolfinx.fem as fem
+import dolfinx.fem.petsc as fem_petsc
+import numpy as np
+import ufl
+from petsc4py import PETSc
+
+from sensitivity.errors import InvalidArgumentError
+from sensitivity.fem import _backend
+from sensitivity.fem.velocity import VelocityControl
+
+__all__ = ["AdvectionDiffusion"]
+
+
+def _check_kappa(kappa) -> float:
+    try:
+        value = float(kappa)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"kappa must be a positive number, got {kappa!r}") from None
+    if not np.isfinite(value) or value <= 0.0:
+        raise InvalidArgumentError(f"kappa must be positive and finite, got {kappa!r}")
+    return value
+
+
+class AdvectionDiffusion:
+    r"""Mass and operator matrices of :math:`M\theta' = -A(u)\theta` and their velocity derivatives.
+
+    Parameters
+    ----------
+    V : dolfinx.fem.FunctionSpace
+        Scalar Lagrange space (P1 or P2) for :math:`\theta`.
+    control : VelocityControl
+        The velocity parametrization (:class:`VelocityField` or :class:`StreamFunction`).
+    kappa : float
+        Diffusivity, > 0.
+    bcs : sequence of dolfinx.fem.DirichletBC, optional
+        Dirichlet conditions on :math:`\theta` (time-independent values).
+    supg : bool
+        Add SUPG stabilization (for large Péclet numbers).
+
+    Attributes
+    ----------
+    M, A : petsc4py.PETSc.Mat
+        Assembled without boundary conditions (the time stepper imposes them);
+        reassembled by :meth:`update` after the control changes.
+    """
+
+    def __init__(
+        self,
+        V: fem.FunctionSpace,
+        control: VelocityControl,
+        kappa: float,
+        *,
+        bcs: Sequence[fem.DirichletBC] = (),
+        supg: bool = False,
+    ):
+        if not isinstance(control, VelocityControl):
+            raise InvalidArgumentError(f"control must be a VelocityField or StreamFunction, got {type(control).__name__}")
+        if tuple(V.value_shape) != ():
+            raise InvalidArgumentError(f"theta needs a scalar space, got value shape {tuple(V.value_shape)}")
+        if V.mesh is not control.mesh:
+            raise InvalidArgumentError("the theta space and the velocity control must live on the same mesh")
+        self.V = V
+        self.control = control
+        self.kappa = _check_kappa(kappa)
+        self.supg = bool(supg)
+        self.bcs = list(bcs)
+        for bc in self.bcs:
+            if not isinstance(bc, fem.DirichletBC):
+                raise InvalidArgumentError(f"bcs must be dolfinx.fem.DirichletBC objects, got {type(bc).__name__}")
+
+        theta, phi = ufl.TrialFunction(V), ufl.TestFunction(V)
+        self._m_ufl, self._a_ufl = self.forms(theta, phi, control.velocity())
+        self._m, self._a = _backend.form(self._m_ufl), _backend.form(self._a_ufl)
+        # Derivatives along a direction held in a work Function of the control space.
+        self._direction = fem.Function(control.space, name="direction")
+        c = control.function
+        self._dm = _backend.form(ufl.derivative(self._m_ufl, c, self._direction)) if self.supg else None
+        self._da = _backend.form(ufl.derivative(self._a_ufl, c, self._direction))
+        # Adjoint action: for fixed theta, lam, the linear form c* -> d/dc (lam^T A(c) theta)[c*].
+        self._theta_fn = fem.Function(V)
+        self._lam_fn = fem.Function(V)
+        scalar_a = ufl.action(ufl.action(self._a_ufl, self._theta_fn), self._lam_fn)
+        self._da_adj = _backend.form(ufl.derivative(scalar_a, c, ufl.TestFunction(control.space)))
+        if self.supg:
+            scalar_m = ufl.action(ufl.action(self._m_ufl, self._theta_fn), self._lam_fn)
+            self._dm_adj = _backend.form(ufl.derivative(scalar_m, c, ufl.TestFunction(control.space)))
+        else:
+            self._dm_adj = None
+        self.M = _backend.assemble_matrix(self._m)
+        self.A = _backend.assemble_matrix(self._a)
+
+    # ------------------------------------------------------------------ forms
+
+    def forms(self, theta, phi, u):
+        """UFL mass and operator forms :math:`m(\\theta,\\phi)`, :math:`a(u;\\theta,\\phi)`."""
+        kappa = self.kappa
+        dx = ufl.dx
+        m = theta * phi * dx
+        a = kappa * ufl.inner(ufl.grad(theta), ufl.grad(phi)) * dx + ufl.dot(u, ufl.grad(theta)) * phi * dx
+        if self.supg:
+            h = ufl.CellDiameter(self.V.mesh)
+            tau = ((2.0 / h) ** 2 * ufl.dot(u, u) + 9.0 * (4.0 * kappa / h**2) ** 2) ** -0.5
+            streamline = tau * ufl.dot(u, ufl.grad(phi))
+            m = m + streamline * theta * dx
+            a = a + streamline * (ufl.dot(u, ufl.grad(theta)) - kappa * ufl.div(ufl.grad(theta))) * dx
+        return m, a
+
+    def update(self) -> None:
+        """Reassemble :attr:`M` and :attr:`A` after the control's values changed (collective)."""
+        for mat, compiled in ((self.M, self._m), (self.A, self._a)):
+            mat.zeroEntries()
+            fem_petsc.assemble_matrix(mat, compiled)
+            mat.assemble()
+
+    # ------------------------------------------------------------------ derivatives
+
+    def _set_direction(self, v: fem.Function) -> None:
+        self.control.check_direction(v)
+        self._direction.x.array[:] = v.x.array
+
+    def dA(self, v: fem.Function) -> PETSc.Mat:
+        r""":math:`\partial A/\partial c\,[v]` as an assembled matrix (collective).
+
+        Without SUPG it is :math:`C(u(v))`; with SUPG it includes
+        :math:`\partial\tau/\partial u`.
+        """
+        self._set_direction(v)
+        return _backend.assemble_matrix(self._da)
+
+    def dM(self, v: fem.Function) -> PETSc.Mat | None:
+        r""":math:`\partial M/\partial c\,[v]` (``None`` without SUPG, where :math:`M` is fixed)."""
+        if self._dm is None:
+            return None
+        self._set_direction(v)
+        return _backend.assemble_matrix(self._dm)
+
+    def dA_action(self, v: fem.Function, theta: PETSc.Vec, out: PETSc.Vec | None = None) -> PETSc.Vec:
+        r""":math:`(\partial A/\partial c\,[v])\,\theta` (collective)."""
+        dA = self.dA(v)
+        out = dA.createVecLeft() if out is None else out
+        dA.mult(theta, out)
+        dA.destroy()
+        return out
+
+    def dA_adjoint_action(self, lam: PETSc.Vec, theta: PETSc.Vec, out: PETSc.Vec | None = None) -> PETSc.Vec:
+        r"""The control-space vector :math:`g_k = \lambda^T (\partial A/\partial c_k)\,\theta` (collective).
+
+        The transpose of :meth:`dA_action`: :math:`\langle g, v\rangle = \lambda^T\,\partial A[v]\,\theta`.
+        """
+        return self._adjoint_action(self._da_adj, lam, theta, out)
+
+    def dM_adjoint_action(self, lam: PETSc.Vec, theta: PETSc.Vec, out: PETSc.Vec | None = None) -> PETSc.Vec | None:
+        r""":math:`\lambda^T (\partial M/\partial c_k)\,\theta` (``None`` without SUPG)."""
+        if self._dm_adj is None:
+            return None
+        return self._adjoint_action(self._dm_adj, lam, theta, out)
+
+    def _adjoint_action(self, compiled, lam, theta, out):
+        for fn, vec in ((self._lam_fn, lam), (self._theta_fn, theta)):
+            vec.copy(fn.x.petsc_vec)
+            fn.x.scatter_forward()
+        return _backend.assemble_vector(compiled, out)
+
+    # ------------------------------------------------------------------ helpers
+
+    def create_vector(self) -> PETSc.Vec:
+        """A PETSc vector compatible with :attr:`M` (distributed like ``V``)."""
+        return self.M.createVecRight()
+
+    def to_dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(M, A)`` as dense NumPy arrays gathered on every rank (small meshes only; collective)."""
+        return tuple(_dense(mat) for mat in (self.M, self.A))
+
+
+def _dense(mat: PETSc.Mat) -> np.ndarray:
+    """Gather a (small) distributed PETSc matrix as a dense array on every rank."""
+    comm = mat.getComm().tompi4py()
+    rstart, rend = mat.getOwnershipRange()
+    n = mat.getSize()[1]
+    local = np.zeros((rend - rstart, n))
+    for i in range(rstart, rend):
+        cols, vals = mat.getRow(i)
+        local[i - rstart, cols] = vals
+    return np.vstack(comm.allgather(local))

@@ -1,0 +1,100 @@
+r"""Velocity controls: the parameters with respect to which sensitivities are taken.
+
+A control is a :class:`dolfinx.fem.Function` ``c`` whose degrees of freedom are
+the parameters, and a map :math:`c \mapsto u(c)`, linear in ``c``, to the velocity
+as a UFL expression (SPEC §2):
+
+- :class:`VelocityField`: :math:`u = c` in a vector Lagrange space;
+- :class:`StreamFunction`: :math:`u = \mathrm{curl}\,\psi = (\partial_y\psi, -\partial_x\psi)` in 2-D,
+  divergence-free by construction and tangential on any boundary where
+  :math:`\psi` is constant — the natural control for estimation.
+
+Because :math:`u` is linear in :math:`c`, a direction :math:`v` (a Function in the
+same space) gives the velocity perturbation :math:`u(v)`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import dolfinx.fem as fem
+import ufl
+
+from sensitivity.errors import InvalidArgumentError
+
+__all__ = ["StreamFunction", "VelocityControl", "VelocityField"]
+
+
+class VelocityControl(ABC):
+    """Base class: a control Function and the (linear) velocity it defines."""
+
+    def __init__(self, function: fem.Function):
+        if not isinstance(function, fem.Function):
+            raise InvalidArgumentError(f"a velocity control must be a dolfinx.fem.Function, got {type(function).__name__}")
+        self.function = function
+
+    @property
+    def space(self) -> fem.FunctionSpace:
+        return self.function.function_space
+
+    @property
+    def mesh(self):
+        return self.space.mesh
+
+    @abstractmethod
+    def velocity(self, c: fem.Function | None = None):
+        """The UFL velocity :math:`u(c)` (default: of the control itself)."""
+
+    def check_direction(self, v: fem.Function, name: str = "direction") -> fem.Function:
+        """Raise unless ``v`` is a Function in the control space."""
+        if not isinstance(v, fem.Function) or v.function_space != self.space:
+            raise InvalidArgumentError(
+                f"{name} must be a dolfinx.fem.Function in the control space {self.space.ufl_element()}, "
+                f"got {getattr(v, 'function_space', type(v).__name__)}"
+            )
+        return v
+
+
+class VelocityField(VelocityControl):
+    """The velocity itself as a vector Lagrange Function (``u = c``).
+
+    Parameters
+    ----------
+    function : dolfinx.fem.Function
+        In a vector space with ``gdim`` components, e.g.
+        ``functionspace(mesh, ("Lagrange", 1, (gdim,)))``.
+    """
+
+    def __init__(self, function: fem.Function):
+        super().__init__(function)
+        gdim = self.mesh.geometry.dim
+        shape = self.space.value_shape
+        if tuple(shape) != (gdim,):
+            raise InvalidArgumentError(
+                f"velocity must be a vector field with {gdim} components, got value shape {tuple(shape)}"
+            )
+
+    def velocity(self, c: fem.Function | None = None):
+        return self.function if c is None else c
+
+
+class StreamFunction(VelocityControl):
+    r"""Velocity from a stream function, :math:`u = (\partial_y\psi, -\partial_x\psi)` (2-D).
+
+    Parameters
+    ----------
+    function : dolfinx.fem.Function
+        Scalar Lagrange Function :math:`\psi` on a 2-D mesh; P2 gives a
+        piecewise-linear, exactly divergence-free velocity.
+    """
+
+    def __init__(self, function: fem.Function):
+        super().__init__(function)
+        if self.mesh.geometry.dim != 2:
+            raise InvalidArgumentError(f"a stream function needs a 2-D mesh, got gdim = {self.mesh.geometry.dim}")
+        if tuple(self.space.value_shape) != ():
+            raise InvalidArgumentError(f"a stream function is scalar, got value shape {tuple(self.space.value_shape)}")
+
+    def velocity(self, c: fem.Function | None = None):
+        psi = self.function if c is None else c
+        return ufl.as_vector((psi.dx(1), -psi.dx(0)))
