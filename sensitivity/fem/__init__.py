@@ -4,6 +4,7 @@ Importing this subpackage needs DOLFINx (the ``fenics`` extra); the parent
 package has already imported ``dolfinx_solver`` first when it is installed.
 """
 
+from sensitivity.fem.exponential import ExponentialPropagator
 from sensitivity.fem.generator import AdvectionDiffusion
 from sensitivity.fem.propagator import ThetaScheme
 from sensitivity.fem.tangent import Tangent
@@ -11,6 +12,7 @@ from sensitivity.fem.velocity import StreamFunction, VelocityControl, VelocityFi
 
 __all__ = [
     "AdvectionDiffusion",
+    "ExponentialPropagator",
     "StreamFunction",
     "Tangent",
     "ThetaScheme",
