@@ -1,0 +1,110 @@
+r"""Point observations :math:`y_k = \theta(x_k) = \sum_j \phi_j(x_k)\,\theta_j` across MPI ranks.
+
+The observation operator is a sparse matrix :math:`P` with one row per sensor.
+Each sensor is owned by exactly one rank (the lowest rank whose owned cells
+contain it); that rank stores the row as (local dofs, basis values), computed
+once by evaluating the cell's basis functions at the point. Then
+
+- :meth:`PointSensors.evaluate` gives :math:`P\theta` on every rank (collective), and
+- :meth:`PointSensors.apply_transpose` adds :math:`P^T w` into a dof vector, the
+  source term of adjoint equations.
+
+Points outside the mesh raise :class:`~sensitivity.errors.InvalidArgumentError`
+on every rank.
+"""
+
+from __future__ import annotations
+
+import dolfinx.fem as fem
+import dolfinx.geometry as geometry
+import numpy as np
+from mpi4py import MPI
+from petsc4py import PETSc
+
+from sensitivity.errors import InvalidArgumentError
+
+__all__ = ["PointSensors"]
+
+
+class PointSensors:
+    r"""Point-evaluation operator :math:`P` for a scalar Lagrange space.
+
+    Parameters
+    ----------
+    V : dolfinx.fem.FunctionSpace
+    points : array_like, shape (n, gdim) or (n, 3)
+        The same on every rank.
+    """
+
+    def __init__(self, V: fem.FunctionSpace, points):
+        msh = V.mesh
+        comm = msh.comm
+        pts = np.asarray(points, dtype=float)
+        if pts.ndim != 2 or pts.shape[1] not in (msh.geometry.dim, 3) or not np.all(np.isfinite(pts)):
+            raise InvalidArgumentError(f"points must be a finite array of shape (n, {msh.geometry.dim}), got {pts.shape}")
+        self.points = np.zeros((pts.shape[0], 3))
+        self.points[:, : pts.shape[1]] = pts
+        self.V = V
+        self.comm = comm
+        n = len(self.points)
+        tdim = msh.topology.dim
+        num_owned_cells = msh.topology.index_map(tdim).size_local
+        tree = geometry.bb_tree(msh, tdim, padding=1e-10, entities=np.arange(num_owned_cells, dtype=np.int32))
+        candidates = geometry.compute_collisions_points(tree, self.points)
+        colliding = geometry.compute_colliding_cells(msh, candidates, self.points)
+        found = np.array([len(colliding.links(k)) > 0 for k in range(n)])
+        claim = np.where(found, comm.rank, comm.size)
+        owner = np.empty_like(claim)
+        comm.Allreduce(claim, owner, op=MPI.MIN)
+        missing = np.flatnonzero(owner == comm.size)
+        if missing.size:
+            k = int(missing[0])
+            raise InvalidArgumentError(f"sensor point {k} at {self.points[k, : msh.geometry.dim]} is outside the mesh")
+        self.owner = owner
+        self._local = [k for k in range(n) if owner[k] == comm.rank]
+        # Rows of P for the local sensors: evaluate each basis function of the cell at the point.
+        work = fem.Function(V)
+        self._dofs, self._weights = [], []
+        for k in self._local:
+            cell = colliding.links(k)[0]
+            dofs = V.dofmap.cell_dofs(cell)
+            weights = np.empty(len(dofs))
+            for i, dof in enumerate(dofs):
+                work.x.array[:] = 0.0
+                work.x.array[dof] = 1.0
+                weights[i] = work.eval(self.points[k], np.array([cell], dtype=np.int32))[0]
+            self._dofs.append(np.asarray(dofs, dtype=np.int32))
+            self._weights.append(weights)
+        self._work = work
+
+    @property
+    def num_sensors(self) -> int:
+        return len(self.points)
+
+    def evaluate(self, theta: fem.Function | PETSc.Vec) -> np.ndarray:
+        r""":math:`P\theta` as an array of shape (n,) on every rank (collective)."""
+        if isinstance(theta, fem.Function):
+            values = theta.x.array
+        else:
+            theta.copy(self._work.x.petsc_vec)
+            self._work.x.scatter_forward()
+            values = self._work.x.array
+        local = np.zeros(self.num_sensors)
+        for k, dofs, w in zip(self._local, self._dofs, self._weights):
+            local[k] = w @ values[dofs]
+        out = np.empty_like(local)
+        self.comm.Allreduce(local, out, op=MPI.SUM)
+        return out
+
+    def apply_transpose(self, w, out: PETSc.Vec) -> PETSc.Vec:
+        r"""``out += P^T w`` for sensor weights ``w`` of shape (n,), the same on every rank (collective)."""
+        w = np.asarray(w, dtype=float)
+        if w.shape != (self.num_sensors,):
+            raise InvalidArgumentError(f"w must have shape ({self.num_sensors},), got {w.shape}")
+        work = self._work
+        work.x.array[:] = 0.0
+        for k, dofs, weights in zip(self._local, self._dofs, self._weights):
+            np.add.at(work.x.array, dofs, w[k] * weights)
+        work.x.petsc_vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        out.array[:] += work.x.petsc_vec.array
+        return out
