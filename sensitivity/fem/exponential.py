@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import dolfinx.fem as fem
-import dolfinx.fem.petsc as fem_petsc
 import numpy as np
 from mpi4py import MPI
 from petsc4py import PETSc
@@ -117,11 +116,8 @@ class ExponentialPropagator:
         self.problem = problem
         self.tol = float(tol)
         self.mfn_options = dict(mfn_options or {})
-        rows = [bc.dof_indices()[0][: bc.dof_indices()[1]] for bc in problem.bcs]
-        self._bc_local = np.unique(np.concatenate(rows)).astype(np.int32) if rows else np.zeros(0, np.int32)
-        g = fem.Function(problem.V)
-        fem_petsc.set_bc(g.x.petsc_vec, problem.bcs)
-        nonzero = problem.V.mesh.comm.allreduce(float(np.abs(g.x.petsc_vec.array).max(initial=0.0)), op=MPI.MAX)
+        self._bc_local, g_values = problem.dirichlet_rows()
+        nonzero = problem.V.mesh.comm.allreduce(float(np.abs(g_values).max(initial=0.0)), op=MPI.MAX)
         if nonzero > 0.0:
             raise InvalidArgumentError(
                 f"the exponential propagator needs homogeneous Dirichlet values, got max |g| = {nonzero:g}"

@@ -198,6 +198,14 @@ class AdvectionDiffusion:
 
     # ------------------------------------------------------------------ helpers
 
+    def dirichlet_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Owned Dirichlet dofs as ``(local indices, prescribed values)`` (not collective)."""
+        rows = [bc.dof_indices()[0][: bc.dof_indices()[1]] for bc in self.bcs]
+        local = np.unique(np.concatenate(rows)).astype(np.int32) if rows else np.zeros(0, np.int32)
+        g = fem.Function(self.V)
+        fem_petsc.set_bc(g.x.petsc_vec, self.bcs)
+        return local, g.x.petsc_vec.array[local].copy()
+
     def create_vector(self) -> PETSc.Vec:
         """A PETSc vector compatible with :attr:`M` (distributed like ``V``)."""
         return self.M.createVecRight()

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import dolfinx.fem as fem
-import dolfinx.fem.petsc as fem_petsc
 import numpy as np
 from petsc4py import PETSc
 
@@ -73,15 +72,10 @@ class ThetaScheme:
         if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0.5 <= theta <= 1.0:
             raise InvalidArgumentError(f"theta must be in [0.5, 1], got {theta!r}")
         self.theta = float(theta)
-        V = problem.V
-        imap = V.dofmap.index_map
         # Owned Dirichlet rows, local (for vectors) and global (for MatZeroRows).
-        rows = [bc.dof_indices()[0][: bc.dof_indices()[1]] for bc in problem.bcs]
-        self._bc_local = np.unique(np.concatenate(rows)).astype(np.int32) if rows else np.zeros(0, np.int32)
+        self._bc_local, self._g_values = problem.dirichlet_rows()
+        imap = problem.V.dofmap.index_map
         self._bc_global = imap.local_to_global(self._bc_local).astype(PETSc.IntType)
-        g = fem.Function(V)
-        fem_petsc.set_bc(g.x.petsc_vec, problem.bcs)
-        self._g_values = g.x.petsc_vec.array[self._bc_local].copy()
         self.L = problem.M.duplicate(copy=True)
         self.R = problem.M.duplicate(copy=True)
         self._fill_operators()
