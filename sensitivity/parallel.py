@@ -7,6 +7,7 @@ waits forever in a collective the failing rank never reaches.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ from mpi4py import MPI
 
 from sensitivity.errors import SensitivityError
 
-__all__ = ["CollectiveError", "comm_world", "progress", "rank0_print", "run_on_root"]
+__all__ = ["ArgumentParser", "CollectiveError", "comm_world", "progress", "rank0_print", "run_on_root"]
 
 T = TypeVar("T")
 
@@ -66,3 +67,15 @@ def run_on_root(comm: MPI.Comm, func: Callable[[], T], root: int = 0) -> T | Non
     if message is not None:
         raise CollectiveError(f"rank {root} failed: {message}")
     return result
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` for MPI programs.
+
+    Every rank parses the same ``argv`` and fails alike (exit status 2 on a bad
+    argument), but help and error messages are printed by rank 0 only.
+    """
+
+    def _print_message(self, message, file=None):
+        if MPI.COMM_WORLD.rank == 0:
+            super()._print_message(message, file)

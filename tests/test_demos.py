@@ -1,0 +1,191 @@
+"""The demos: every ``demos/*.py`` is registered here and run on its small configuration,
+serially and under ``mpirun`` (each run bounded by a timeout), its PNG and HDF5 outputs are
+checked, the numbers are compared across rank counts, bad arguments must fail cleanly, and
+the mathematical claims each demo illustrates are asserted on its in-process summary.
+
+These tests launch ``mpirun`` themselves, so they are skipped when pytest itself runs under
+MPI.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from sensitivity.io import read_h5
+from tests import mpi_harness
+
+pytestmark = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches mpirun itself")
+
+DEMO_DIR = mpi_harness.ROOT / "demos"
+
+#: Every demo and the arguments of its small (test) configuration.
+DEMOS: dict[str, list[str]] = {
+    "rate_matrix_asymptotics": ["--small"],
+    "skew_hermitian_surrogates": ["--small"],
+    "random_rate_matrix_spectra": ["--small"],
+}
+
+#: Rank counts each demo is run with under mpirun (besides the serial run).
+NPROCS: dict[str, tuple[int, ...]] = {
+    "rate_matrix_asymptotics": (2, 3),
+    "skew_hermitian_surrogates": (2,),
+    "random_rate_matrix_spectra": (2,),
+}
+
+#: A bad argument per demo and the text the error message must contain.
+BAD_ARGS: dict[str, tuple[list[str], list[str]]] = {
+    "rate_matrix_asymptotics": (["--dim", "1"], ["--dim", "got 1"]),
+    "skew_hermitian_surrogates": (["--t-max", "-5"], ["--t-max", "got -5"]),
+    "random_rate_matrix_spectra": (["--dims", "10", "1"], ["--dims", "got 1"]),
+}
+
+#: Seconds one small demo run may take (they take a few); a hang fails instead of blocking.
+TIMEOUT = 120.0
+
+
+def demo_path(name: str) -> Path:
+    return DEMO_DIR / f"{name}.py"
+
+
+def load_demo(name: str):
+    """Import ``demos/NAME.py`` as a module (its ``main`` is not run)."""
+    spec = importlib.util.spec_from_file_location(f"_demo_{name}", demo_path(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_outputs(name: str, out: Path) -> dict:
+    """The PNG and the HDF5 file exist; every number in the HDF5 file is finite."""
+    png, h5 = out / f"{name}.png", out / f"{name}.h5"
+    assert png.is_file() and png.stat().st_size > 10_000, f"missing or empty {png}"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert h5.is_file(), f"missing {h5}"
+    assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+    data = flatten(read_h5(h5))
+    numeric = {k: np.asarray(v) for k, v in data.items() if np.asarray(v).dtype.kind in "fciub"}
+    assert len(numeric) >= 5, sorted(data)
+    for key, value in numeric.items():
+        assert np.all(np.isfinite(value)), f"{h5}: {key} has non-finite entries"
+    return numeric
+
+
+def run_demo(name: str, out: Path, nprocs: int = 1, extra: list[str] | None = None):
+    args = [str(demo_path(name)), "--output", str(out), *(DEMOS[name] if extra is None else extra)]
+    if nprocs == 1:
+        return mpi_harness.run([sys.executable, *args], timeout=TIMEOUT)
+    return mpi_harness.run_mpi(nprocs, args, timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def serial_output(tmp_path_factory):
+    """Runs each demo serially once (as a subprocess) and returns its output directory."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"{name}-serial")
+            stdout = mpi_harness.check(run_demo(name, out))
+            assert "wrote" in stdout, stdout[-2000:]
+            cache[name] = out
+        return cache[name]
+
+    return get
+
+
+def test_no_missing_demos():
+    found = {p.stem for p in DEMO_DIR.glob("*.py")}
+    missing = sorted(found - set(DEMOS))
+    assert not missing, f"demos not registered in tests/test_demos.py DEMOS: {missing}"
+    stale = sorted(set(DEMOS) - found)
+    assert not stale, f"registered demos that do not exist: {stale}"
+    assert set(NPROCS) == set(DEMOS) and set(BAD_ARGS) == set(DEMOS)
+
+
+@pytest.mark.parametrize("name", sorted(DEMOS))
+def test_demo_serial(name, serial_output):
+    check_outputs(name, serial_output(name))
+
+
+@pytest.mark.parametrize(("name", "nprocs"), [(n, p) for n in sorted(DEMOS) for p in NPROCS[n]])
+def test_demo_mpi_matches_serial(name, nprocs, tmp_path, serial_output):
+    stdout = mpi_harness.check(run_demo(name, tmp_path, nprocs))
+    assert f"{nprocs} rank(s)" in stdout
+    assert stdout.count("wrote ") == 1, "the summary must be printed by rank 0 only"
+    parallel = check_outputs(name, tmp_path)
+    serial = check_outputs(name, serial_output(name))
+    assert set(parallel) == set(serial)
+    for key, value in serial.items():
+        if key == "nprocs":
+            continue
+        scale = float(np.max(np.abs(value))) if value.size else 0.0
+        np.testing.assert_allclose(parallel[key], value, rtol=1e-9, atol=1e-12 * scale,
+                                   err_msg=f"{name}: {key} differs between 1 and {nprocs} ranks")
+
+
+@pytest.mark.parametrize("name", sorted(DEMOS))
+def test_bad_argument_fails_cleanly(name, tmp_path):
+    args, expected = BAD_ARGS[name]
+    result = run_demo(name, tmp_path / "out", nprocs=2, extra=args)
+    assert result.returncode != 0, result.stdout
+    for text in expected:
+        assert text in result.stdout, result.stdout
+    assert "Traceback" not in result.stdout, result.stdout
+    assert not (tmp_path / "out").exists(), "nothing may be written before the arguments are validated"
+
+
+# The mathematical claims, on the small configurations (in-process, serial).
+
+
+def test_rate_matrix_asymptotics_claims(tmp_path):
+    s = load_demo("rate_matrix_asymptotics").main(["--small", "--output", str(tmp_path)])
+    for summary in (s, s["zero_row_sum"]):
+        # the corrected formula's error decays at the spectral gap, within its explicit bound
+        assert 0.8 <= summary["fitted_rate"] / summary["kappa"] <= 1.2, summary
+        assert summary["max_ratio_error_over_bound"] <= 1.0, summary
+        assert summary["corrected_final_error"] < 1e-10, summary
+        # the first-order surrogate's error grows linearly with slope ||Pi J (I - Pi)||_2
+        assert summary["first_order_error_growth"] > 0.1, summary
+        assert summary["first_order_error_growth"] == pytest.approx(summary["first_order_growth_theory"], rel=0.05)
+        # the seed's Theorem 2.1 does not decay
+        assert summary["seed_formula_final_error"] > 1e-3, summary
+    # ... it grows linearly for J1 != 0 (slope sqrt(d)|pi^T J 1| ||pi - 1/d||) and plateaus for J1 = 0
+    assert s["seed_formula_error_growth"] == pytest.approx(s["seed_formula_growth_theory"], rel=0.1)
+    assert abs(s["zero_row_sum"]["seed_formula_error_growth"]) < 1e-6 * s["zero_row_sum"]["seed_formula_final_error"]
+    assert (tmp_path / "rate_matrix_asymptotics.png").is_file()
+
+
+def test_skew_hermitian_surrogates_claims(tmp_path):
+    s = load_demo("skew_hermitian_surrogates").main(["--small", "--output", str(tmp_path)])
+    assert s["first_order_error_slope"] == pytest.approx(1.0, abs=0.05), s
+    assert s["first_order_error_growth"] == pytest.approx(s["first_order_growth_theory"], rel=0.05), s
+    assert s["secular_max_error"] <= s["secular_bound"], s
+    assert -1.3 <= s["secular_relative_error_slope"] <= -0.7, s
+    assert s["secular_relative_error_final"] < 1e-2, s
+    assert s["exact_methods_max_rel_diff"] < 1e-9, s
+
+
+def test_random_rate_matrix_spectra_claims(tmp_path):
+    s = load_demo("random_rate_matrix_spectra").main(["--small", "--output", str(tmp_path)])
+    # e_m, sigma_m grow (about linearly in d for i.i.d. Exp(1) rates)
+    assert 0.7 <= s["e_m_exponent"] <= 1.5, s
+    assert 0.7 <= s["sigma_m_exponent"] <= 1.5, s
+    # the §3.2 bound 1/sigma_m is rigorous; the bounded quantity decays
+    assert s["max_value_over_bound_3_2"] <= 1.0, s
+    assert s["value_2_exponent"] < -0.5, s
