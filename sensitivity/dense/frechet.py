@@ -173,6 +173,30 @@ def exp_divided_differences(lam, t: float) -> np.ndarray:
     return phi
 
 
+def _real_pair_order(lam: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """Reorder an eigendecomposition of a *real* matrix as (conjugate pairs, real eigenvalues).
+
+    LAPACK's ``geev`` returns real eigenvalues with real eigenvectors and each
+    non-real pair as adjacent columns ``v, conj(v)`` (positive imaginary part
+    first), exactly. Returns ``(order, n2)`` with the pairs ``(λ, conj λ)`` adjacent
+    in the first ``n2`` places and the real eigenvalues after them, or ``None`` if
+    that exact structure is not found (then the caller keeps complex arithmetic).
+    """
+    if not np.iscomplexobj(lam):
+        return np.arange(lam.size), 0
+    im = lam.imag
+    real_idx = np.flatnonzero(im == 0)
+    first = np.flatnonzero(im > 0)
+    second = first + 1
+    if real_idx.size + 2 * first.size != lam.size or (second.size and second[-1] >= lam.size):
+        return None
+    if np.any(V[:, real_idx].imag) or not (
+        np.array_equal(lam[second], lam[first].conj()) and np.array_equal(V[:, second], V[:, first].conj())
+    ):
+        return None
+    return np.concatenate([np.column_stack([first, second]).ravel(), real_idx]), int(2 * first.size)
+
+
 class EigenFrechet:
     r"""Daleckii–Krein evaluation of ∇_J exp(tQ) sharing one eigendecomposition.
 
@@ -183,6 +207,17 @@ class EigenFrechet:
     (SPEC §1; :func:`exp_divided_differences` gives Φ). The decomposition and
     :math:`\Phi` are computed once; each direction then costs four matrix
     products, and a stack of directions is processed in one batched call.
+
+    For real ``Q`` the four products are real even when the spectrum is not:
+    with :math:`V = WT`, where :math:`W` holds the real eigenvectors and the real
+    and imaginary parts :math:`(\Re v, \Im v)` of one vector of each conjugate
+    pair, and :math:`T` is block diagonal with blocks
+    :math:`\begin{pmatrix}1&1\\ i&-i\end{pmatrix}`, one has
+    :math:`\nabla_J \exp(tQ) = W\,\mathcal{H}(W^{-1}JW)\,W^{-1}` with
+    :math:`\mathcal{H}(K) = T((T^{-1}KT)\circ\Phi)T^{-1}`, which acts on each
+    (1 or 2) × (1 or 2) block of ``K`` separately and costs :math:`O(d^2)`. A
+    complex direction is split into its real and imaginary parts. This is about
+    four times cheaper than complex products.
 
     Parameters
     ----------
@@ -199,6 +234,8 @@ class EigenFrechet:
     Attributes
     ----------
     eigenvalues : numpy.ndarray, shape (d,)
+        Real when ``Q`` is real with a real spectrum; for real ``Q`` ordered as the
+        conjugate pairs :math:`(\lambda, \bar\lambda)`, then the real eigenvalues.
     eigvec_condition : float
         :math:`\|V\|_2\|V^{-1}\|_2` with unit-norm columns (1 for normal ``Q``).
     """
@@ -207,20 +244,51 @@ class EigenFrechet:
         Q = as_square_matrix(Q, "Q")
         self.t = as_time(t)
         self._real = not np.iscomplexobj(Q)
+        self._W = None
         if np.array_equal(Q, Q.conj().T):
             lam, V = np.linalg.eigh(Q)
             Vinv = V.conj().T
-            cond = 1.0
-        else:
-            lam, V = np.linalg.eig(Q)
+            self._set(lam, V, Vinv, 1.0)
+            if self._real:
+                self._set_real_basis(V, Vinv, 0)
+            return
+        lam, V = np.linalg.eig(Q)
+        pairing = _real_pair_order(lam, V) if self._real else None
+        if pairing is None:
             cond = float(np.linalg.cond(V))
-            if not np.isfinite(cond) or cond > max_condition:
-                raise NotDiagonalizableError(
-                    f"Q is not numerically diagonalizable: its eigenvector matrix has condition "
-                    f"number {cond:.3e} > max_condition = {max_condition:.1e}; use method='scipy' or 'block'"
-                )
-            Vinv = np.linalg.inv(V)
-        self._set(lam, V, Vinv, cond)
+            self._check_condition(cond, max_condition)
+            self._set(lam, V, np.linalg.inv(V), cond)
+            return
+        order, n2 = pairing
+        d = V.shape[0]
+        lam, V = lam[order], V[:, order]
+        W = np.empty((d, d))
+        W[:, 0:n2:2] = V[:, 0:n2:2].real
+        W[:, 1:n2:2] = V[:, 0:n2:2].imag
+        W[:, n2:] = V[:, n2:].real
+        # V = W T and T = diag(sqrt 2 | 1) U with U unitary, so cond(V) = cond(W diag(sqrt 2 | 1)).
+        scale = np.ones(d)
+        scale[:n2] = np.sqrt(2.0)
+        cond = float(np.linalg.cond(W * scale))
+        self._check_condition(cond, max_condition)
+        Winv = np.linalg.inv(W)
+        if n2 == 0:
+            self._set(lam.real, W, Winv, cond)
+        else:
+            Vinv = np.empty((d, d), dtype=np.complex128)  # T^{-1} W^{-1}
+            Vinv[0:n2:2] = 0.5 * (Winv[0:n2:2] - 1j * Winv[1:n2:2])
+            Vinv[1:n2:2] = Vinv[0:n2:2].conj()
+            Vinv[n2:] = Winv[n2:]
+            self._set(lam, V, Vinv, cond)
+        self._set_real_basis(W, Winv, n2)
+
+    @staticmethod
+    def _check_condition(cond: float, max_condition: float) -> None:
+        if not np.isfinite(cond) or cond > max_condition:
+            raise NotDiagonalizableError(
+                f"Q is not numerically diagonalizable: its eigenvector matrix has condition "
+                f"number {cond:.3e} > max_condition = {max_condition:.1e}; use method='scipy' or 'block'"
+            )
 
     @classmethod
     def from_eigendecomposition(cls, lam, V, Vinv, t: float = 1.0, *, real: bool = False) -> "EigenFrechet":
@@ -228,6 +296,7 @@ class EigenFrechet:
         self = cls.__new__(cls)
         self.t = as_time(t)
         self._real = bool(real)
+        self._W = None
         V = np.asarray(V)
         Vinv = np.asarray(Vinv)
         self._set(np.asarray(lam), V, Vinv, float(np.linalg.norm(V, 2) * np.linalg.norm(Vinv, 2)))
@@ -240,6 +309,23 @@ class EigenFrechet:
         self.eigvec_condition = cond
         self.divided_differences = exp_divided_differences(lam, self.t)
 
+    def _set_real_basis(self, W: np.ndarray, Winv: np.ndarray, n2: int) -> None:
+        """Precompute the blocks of Φ that the real-arithmetic map H needs (see the class docstring).
+
+        Indices ``0..n2-1`` of ``W`` hold ``(Re v, Im v)`` of each conjugate pair and of
+        Φ its ``(λ, conj λ)``; indices ``n2..d-1`` are the real eigenvalues.
+        """
+        self._W, self._Winv, self._n2 = W, Winv, n2
+        phi = self.divided_differences
+        A, B, R = slice(0, n2, 2), slice(1, n2, 2), slice(n2, None)
+        self._phi_rr = np.ascontiguousarray(phi[R, R].real)
+        if n2:
+            self._phi_pp1 = 0.5 * (phi[A, A] + phi[B, A])
+            self._phi_pp2 = 0.5j * (phi[B, A] - phi[A, A])
+            self._phi_ra = phi[R, A]
+            self._phi_ar_re = np.ascontiguousarray(phi[A, R].real)
+            self._phi_ar_im = np.ascontiguousarray(phi[A, R].imag)
+
     @property
     def dim(self) -> int:
         return self.V.shape[0]
@@ -249,9 +335,57 @@ class EigenFrechet:
         X = (self.V * np.exp(self.t * self.eigenvalues)) @ self.Vinv
         return X.real if self._real else X
 
+    def _hadamard_real(self, K: np.ndarray, Z: np.ndarray) -> None:
+        r"""Z = H(K) = T((T^{-1} K T) ∘ Φ) T^{-1} for one real ``(d, d)`` matrix K.
+
+        The pair columns ``(a, b)`` of ``K`` and ``Z``, adjacent in memory, are read
+        as the complex numbers ``K[:, a] + i K[:, b]`` (a complex view, no copy):
+        rows of pairs mix the two rows ``a, b`` with the coefficients ``_phi_pp1``,
+        ``_phi_pp2``; real rows multiply by Φ. The pair rows of the real columns
+        multiply ``K[a] + i K[b]`` by conj Φ, and the real block by Φ.
+        """
+        n2 = self._n2
+        Kc = K[:, :n2].view(np.complex128)
+        Zc = Z[:, :n2].view(np.complex128)
+        ca, cb = Kc[0:n2:2], Kc[1:n2:2]
+        za = ca * self._phi_pp1
+        za += cb * self._phi_pp2
+        Zc[0:n2:2] = za
+        zb = cb * self._phi_pp1
+        zb -= ca * self._phi_pp2
+        Zc[1:n2:2] = zb
+        if n2 < K.shape[0]:
+            np.multiply(Kc[n2:], self._phi_ra, out=Zc[n2:])
+            ka, kb = K[0:n2:2, n2:], K[1:n2:2, n2:]
+            g, h = self._phi_ar_re, self._phi_ar_im  # conj Φ = g - i h
+            Z[0:n2:2, n2:] = ka * g + kb * h
+            Z[1:n2:2, n2:] = kb * g - ka * h
+            np.multiply(K[n2:, n2:], self._phi_rr, out=Z[n2:, n2:])
+
+    def _apply_real(self, J: np.ndarray) -> np.ndarray:
+        """W H(W^{-1} J W) W^{-1} for a real direction or stack, in real arithmetic."""
+        buf = np.matmul(self._Winv, np.ascontiguousarray(J))
+        K = np.matmul(buf, self._W)
+        if self._n2 == 0:
+            K *= self._phi_rr
+            Z = K
+        else:
+            Z = buf  # W^{-1} J is no longer needed
+            if K.ndim == 2:
+                self._hadamard_real(K, Z)
+            else:  # one direction at a time keeps the temporaries small (in cache)
+                for Kk, Zk in zip(K, Z):
+                    self._hadamard_real(Kk, Zk)
+        np.matmul(self._W, Z, out=buf if Z is K else K)
+        return np.matmul(buf if Z is K else K, self._Winv)
+
     def __call__(self, J) -> np.ndarray:
         """∇_J exp(tQ) for one direction ``(d, d)`` or a stack ``(k, d, d)``."""
         J = as_direction(J, self.dim, stack=True)
+        if self._W is not None:
+            if np.iscomplexobj(J):
+                return self._apply_real(J.real) + 1j * self._apply_real(J.imag)
+            return self._apply_real(J)
         Jhat = self.Vinv @ J @ self.V
         Y = self.V @ (Jhat * self.divided_differences) @ self.Vinv
         return Y.real if (self._real and not np.iscomplexobj(J)) else Y

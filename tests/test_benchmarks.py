@@ -1,0 +1,84 @@
+"""Runs ``benchmarks/frechet.py --quick`` as a subprocess (under a timeout) and checks its JSON report.
+
+Accuracy is deterministic and is asserted; timing ratios depend on the machine and
+its load, so they are only checked to be present and finite, never compared with
+their targets.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+from mpi4py import MPI
+
+from tests import mpi_harness
+
+serial_only = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches a subprocess; serial only")
+
+BENCHMARK = mpi_harness.ROOT / "benchmarks" / "frechet.py"
+
+TOP_LEVEL_NUMBERS = (
+    "max_rel_err_vs_scipy",
+    "default_time_over_scipy",
+    "full_gradient_over_one_directional",
+    "k_directions_over_scipy_loop",
+    "k_directions_over_scipy_loop_complex_spectrum",
+)
+TARGET_KEYS = {
+    "max_rel_err_vs_scipy",
+    "default_time_over_scipy",
+    "full_gradient_over_one_directional",
+    "k_directions_over_scipy_loop",
+}
+EXACT_METHODS = {"default", "block", "eig", "series"}
+
+
+def _numbers(obj):
+    """Every int/float leaf of a JSON document."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield obj
+
+
+@serial_only
+def test_frechet_benchmark_quick(tmp_path):
+    out = tmp_path / "x.json"
+    result = mpi_harness.run([sys.executable, str(BENCHMARK), "--quick", "--json", str(out)], timeout=300)
+    text = mpi_harness.check(result)
+    assert "max_rel_err_vs_scipy" in text  # the table was printed
+    # written atomically: the report and nothing else (no temporary file left behind)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+    report = json.loads(out.read_text())
+
+    for key in TOP_LEVEL_NUMBERS:
+        value = report[key]
+        assert isinstance(value, float) and math.isfinite(value) and value >= 0, (key, value)
+    assert all(math.isfinite(x) for x in _numbers(report))
+
+    assert set(report["targets"]) == TARGET_KEYS
+    assert set(report["passed"]) == TARGET_KEYS
+    assert all(isinstance(v, bool) for v in report["passed"].values())
+
+    per_method = report["max_rel_err_vs_scipy_per_method"]
+    assert EXACT_METHODS <= set(per_method)
+    assert report["max_rel_err_vs_scipy"] == max(per_method.values())
+    # accuracy is deterministic, so it is asserted (timing ratios are not)
+    assert report["max_rel_err_vs_scipy"] <= 1e-12, per_method
+    assert report["passed"]["max_rel_err_vs_scipy"] is True
+    assert report["accuracy"]["cases"] >= 4 * 3 * 8
+    assert report["timing"]["k_directions_complex_spectrum"]["complex_eigenvalues"] > 0
+    for key in ("k_directions_real_spectrum", "k_directions_complex_spectrum"):
+        assert report["timing"][key]["max_rel_err_first5_vs_scipy"] <= 1e-10
+
+    machine = report["machine"]
+    assert machine["numpy"] and machine["scipy"]
+    assert "OMP_NUM_THREADS" in machine["threads_env"]
+    assert report["quick"] is True
