@@ -42,7 +42,7 @@ import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
+
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -54,6 +54,7 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 import scipy.linalg  # noqa: E402
 
+from sensitivity.io import atomic_write  # noqa: E402
 from sensitivity.dense import (  # noqa: E402
     EigenFrechet,
     expm_frechet,
@@ -335,21 +336,13 @@ def _finite_floats(obj):
 def write_json_atomic(path: Path, data: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
+
+    def writer(tmp: str) -> None:
+        with open(tmp, "w") as fh:
             json.dump(data, fh, indent=2, allow_nan=False)
             fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it an ordinary file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, writer)
 
 
 def print_report(report: dict) -> None:

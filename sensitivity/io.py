@@ -25,14 +25,19 @@ __all__ = ["atomic_write", "prepare_output_dir", "read_h5", "save_figure", "writ
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
     """Call ``writer(tmp_path)`` on a temporary file beside ``path``, then rename it to ``path``.
 
-    Not collective. The temporary file is removed if ``writer`` raises, and the
-    rename is atomic on POSIX, so ``path`` is either the old file or the whole new one.
+    Not collective. The temporary file (same suffix as ``path``) is removed if
+    ``writer`` raises, and the rename is atomic on POSIX, so ``path`` is either the
+    old file or the whole new one. The file gets the ordinary mode (umask applied).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Keep the real suffix: some writers (gmsh) choose the format from it.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
         writer(tmp)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; give it an ordinary file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -29,6 +29,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         atomic_write(target, failing)
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["x.txt"]
+    atomic_write(target, lambda tmp: open(tmp, "w").write("new"))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.read_text() == "new" and (target.stat().st_mode & 0o777) == 0o666 & ~umask
 
 
 @pytest.mark.mpi

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -41,6 +40,7 @@ from dolfinx.mesh import GhostMode, Mesh, MeshTags, create_cell_partitioner
 from mpi4py import MPI
 
 from sensitivity.errors import InvalidArgumentError
+from sensitivity.io import atomic_write
 
 __all__ = [
     "KINDS",
@@ -357,21 +357,13 @@ def write_msh(kind: str, path: str | os.PathLike, **params: Any) -> Path:
     if path.suffix != ".msh":
         raise InvalidArgumentError(f"path must end in .msh, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".msh")
-    os.close(fd)
-    try:
+
+    def writer(tmp: str) -> None:
         with _gmsh_session(kind) as gmsh:
             build(gmsh, **params)
             gmsh.write(tmp)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, writer)
 
 
 # --------------------------------------------------------------------------- reading
