@@ -159,3 +159,19 @@ def test_bad_input_names_the_value(comm):
         VelocityField(th0)
     with pytest.raises(InvalidArgumentError, match="directions\\[0\\] must be a dolfinx.fem.Function in the control space"):
         Tangent(ThetaScheme(prob, 0.1), [th0])
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ksp_type": "gmres", "pc_type": "asm", "sub_pc_type": "ilu", "ksp_rtol": 1e-13},
+        {"ksp_type": "gmres", "pc_type": "gamg", "ksp_rtol": 1e-13},
+    ],
+)
+def test_iterative_solver_matches_direct(comm, options):
+    prob, c, v, th0 = _setup(comm, n=10, control="field", inflow=True, supg=True)
+    direct = Tangent(ThetaScheme(prob, 0.01), [v]).run(th0, 10)
+    iterative = Tangent(ThetaScheme(prob, 0.01, petsc_options=options), [v]).run(th0, 10)
+    assert (direct[0] - iterative[0]).norm() <= 1e-10 * direct[0].norm()
+    assert (direct[1][0] - iterative[1][0]).norm() <= 1e-9 * direct[1][0].norm()
