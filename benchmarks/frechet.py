@@ -37,10 +37,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before NumPy loads its BLAS; recorded in the report
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 
 import time  # noqa: E402
@@ -54,7 +50,14 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 import scipy.linalg  # noqa: E402
 
-from sensitivity.io import atomic_write  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    interleaved,
+    machine_info,
+    plain,
+    print_targets,
+    ratio,
+    write_json_atomic,
+)
 from sensitivity.dense import (  # noqa: E402
     EigenFrechet,
     expm_frechet,
@@ -198,25 +201,6 @@ def run_accuracy(seed: int = 20261120) -> dict:
 # --------------------------------------------------------------------------- timing
 
 
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Time each callable ``repeats`` times, interleaved, after one warm-up each (seconds)."""
-    for f in fns.values():
-        f()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, f in fns.items():
-            start = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - start)
-    return {
-        name: {"median": statistics.median(ts), "min": min(ts), "all": ts} for name, ts in times.items()
-    }
-
-
-def _ratio(timings: dict, num: str, den: str) -> float:
-    return timings[num]["median"] / timings[den]["median"]
-
-
 def time_single(Q, J, G, t, repeats) -> dict:
     timings = interleaved(
         {
@@ -250,7 +234,7 @@ def time_k_directions(Q, Js, t, repeats) -> dict:
     err = max(_rel(Y, scipy.linalg.expm_frechet(t * Q, t * J, compute_expm=False)) for J, Y in zip(Js[:5], Ys[:5]))
     lam = ev.eigenvalues
     return {
-        "ratio": _ratio(timings, "eigen_frechet", "scipy_loop"),
+        "ratio": ratio(timings, "eigen_frechet", "scipy_loop"),
         "timings": timings,
         "norm1_tQ": float(t * np.linalg.norm(Q, 1)),
         "eigvec_condition": float(ev.eigvec_condition),
@@ -283,8 +267,8 @@ def run_timing(d: int, k: int, repeats: int, sweep_times, seed: int = 7) -> dict
         "k": k,
         "t": t,
         "repeats": repeats,
-        "default_time_over_scipy": _ratio(single, "default", "scipy"),
-        "full_gradient_over_one_directional": _ratio(single, "gradient", "default"),
+        "default_time_over_scipy": ratio(single, "default", "scipy"),
+        "full_gradient_over_one_directional": ratio(single, "gradient", "default"),
         "k_directions_over_scipy_loop": headline["ratio"],
         "k_directions_over_scipy_loop_complex_spectrum": complex_spectrum["ratio"],
         "k_directions_over_scipy_loop_by_t": sweep,
@@ -296,53 +280,6 @@ def run_timing(d: int, k: int, repeats: int, sweep_times, seed: int = 7) -> dict
 
 
 # --------------------------------------------------------------------------- report
-
-
-def machine_info() -> dict:
-    info = {
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "threads_env": {v: os.environ.get(v) for v in
-                        ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")},
-    }
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        info["blas"] = {k: blas.get(k) for k in ("name", "version", "openblas configuration")}
-    except Exception as exc:  # pragma: no cover - depends on the NumPy build
-        info["blas"] = f"unavailable: {exc}"
-    return info
-
-
-def _finite_floats(obj):
-    """Plain-Python copy of ``obj`` (NumPy scalars to floats/ints)."""
-    if isinstance(obj, dict):
-        return {str(k): _finite_floats(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_floats(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def writer(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-
-    atomic_write(path, writer)
 
 
 def print_report(report: dict) -> None:
@@ -375,9 +312,7 @@ def print_report(report: dict) -> None:
           + ", ".join(f"t={t} (||tQ||_1={v['norm1_tQ']:.3g}): {v['ratio']:.3f}"
                       for t, v in tim["k_directions_over_scipy_loop_by_t"].items()))
     print(f"  k-direction ratio, complex spectrum: {tim['k_directions_over_scipy_loop_complex_spectrum']:.3f}")
-    print(f"\n  {'quantity':<38} {'value':>10} {'target':>10}  passed")
-    for key, target in report["targets"].items():
-        print(f"  {key:<38} {report[key]:>10.3g} {'<= ' + format(target, 'g'):>10}  {report['passed'][key]}")
+    print_targets(report)
     load = report["machine"].get("load_average_at_end")
     print(f"\nwall time of the benchmark: {report['runtime_seconds']:.1f} s; "
           f"load average (1 min) at start/end: {(report['machine'].get('load_average_at_start') or ['?'])[0]} / "
@@ -419,7 +354,7 @@ def main(argv=None) -> int:
     }
     report["passed"] = {key: bool(report[key] <= target) for key, target in TARGETS.items()}
     report["runtime_seconds"] = time.perf_counter() - start
-    report = _finite_floats(report)
+    report = plain(report)
     print_report(report)
     write_json_atomic(args.json, report)
     print(f"wrote {args.json}")

@@ -108,6 +108,23 @@ class ThetaScheme:
         """Solve :math:`L x = b` with the shared factorization (collective)."""
         self.ksp.solve(b, out)
 
+    def create_block(self, ncols: int) -> PETSc.Mat:
+        """A dense matrix of ``ncols`` columns distributed like the state (for :meth:`solve_block`)."""
+        nloc, n = self.L.getLocalSize()[0], self.L.getSize()[0]
+        block = PETSc.Mat().createDense([(nloc, n), (PETSc.DECIDE, ncols)], comm=self.L.getComm())
+        block.setUp()
+        block.zeroEntries()
+        block.assemble()
+        return block
+
+    def solve_block(self, B: PETSc.Mat, X: PETSc.Mat) -> None:
+        """Solve :math:`LX = B` for all columns at once (``KSPMatSolve``; collective).
+
+        With a direct solver (MUMPS) the triangular solves of all columns share
+        one pass over the factors, which is much cheaper than one solve per column.
+        """
+        self.ksp.matSolve(B, X)
+
     def step(self, x: PETSc.Vec, out: PETSc.Vec) -> PETSc.Vec:
         r"""One step :math:`\theta_n \mapsto \theta_{n+1}` (collective); ``x`` and ``out`` distinct."""
         self.R.mult(x, self._b)

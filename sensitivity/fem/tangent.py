@@ -21,6 +21,7 @@ agree with it to :math:`O(\varepsilon^2)`.
 from __future__ import annotations
 
 import numbers
+from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 
 import dolfinx.fem as fem
@@ -70,49 +71,76 @@ class Tangent:
     ) -> tuple[PETSc.Vec, list[PETSc.Vec]]:
         r"""Advance forward and tangents together; return :math:`(\theta_N, [\rho_{k,N}])`.
 
-        ``callback(n, theta_n, rhos_n)`` is called for n = 0..N.
+        ``callback(n, theta_n, rhos_n)`` is called for n = 0..N (collective code may run in it).
+
+        Notes
+        -----
+        The forward state and the K tangents are solved as one block
+        :math:`L[\theta_{n+1}, \rho_{1,n}, \dots, \rho_{K,n}] = B_n` (one
+        ``KSPMatSolve`` per step), pipelined: the right-hand side of
+        :math:`\rho_{n}` needs :math:`\theta_{n}` and :math:`\theta_{n-1}`, both known
+        when :math:`\theta_{n+1}` is solved for. This makes N + 1 block solves of
+        K + 1 columns instead of N(K + 1) single solves.
         """
         if isinstance(nsteps, bool) or not isinstance(nsteps, numbers.Integral) or nsteps < 0:
             raise InvalidArgumentError(f"nsteps must be a non-negative integer, got {nsteps!r}")
         s = self.scheme
-        th, dt = s.theta, s.dt
-        x = s.create_vector()
-        _copy_in(theta0, x)
-        y = s.create_vector()
-        rho = [s.create_vector() for _ in range(self.ndirections)]
-        for r in rho:
-            r.set(0.0)
-        new = s.create_vector()
-        mix = s.create_vector()  # theta*x_{n+1} + (1-theta)*x_n
-        diff = s.create_vector()  # x_{n+1} - x_n
-        rhs = s.create_vector()
-        work = s.create_vector()
-        if callback is not None:
-            callback(0, x, rho)
-        for n in range(1, nsteps + 1):
-            s.step(x, y)
-            x.copy(mix)  # mix = th*y + (1-th)*x
-            mix.scale(1.0 - th)
-            mix.axpy(th, y)
-            if self.dM is not None:
-                diff.waxpy(-1.0, x, y)
-            for k in range(self.ndirections):
-                s.R.mult(rho[k], rhs)
-                self.dA[k].mult(mix, work)
-                rhs.axpy(-dt, work)
+        K, th, dt = self.ndirections, s.theta, s.dt
+        B, X = s.create_block(K + 1), s.create_block(K + 1)
+        prev, cur, mix, diff, work = (s.create_vector() for _ in range(5))
+        _copy_in(theta0, cur)
+        rhos = [s.create_vector() for _ in range(K)]
+        # At the start of iteration n: cur = theta_{n-1}, prev = theta_{n-2},
+        # X[:, 1 + k] = rho_{k, n-2}.  The block solve gives theta_n and rho_{k, n-1}.
+        for n in range(1, nsteps + 2):
+            with _column(B, 0, "w") as b:
+                if n <= nsteps:
+                    s.R.mult(cur, b)
+                    s.set_dirichlet(b)
+                else:  # the last solve only completes rho_N
+                    b.set(0.0)
+            if n >= 2:
+                mix.axpby(th, 0.0, cur)  # theta * theta_{n-1} + (1 - theta) * theta_{n-2}
+                mix.axpy(1.0 - th, prev)
                 if self.dM is not None:
-                    self.dM[k].mult(diff, work)
-                    rhs.axpy(-1.0, work)
-                s.set_dirichlet(rhs, homogeneous=True)
-                s.solve_rows(rhs, new)
-                new.copy(rho[k])
-            x, y = y, x
+                    diff.waxpy(-1.0, prev, cur)
+            for k in range(K):
+                with _column(X, 1 + k, "r") as rho, _column(B, 1 + k, "w") as b:
+                    if n == 1:  # rho_0 = 0
+                        b.set(0.0)
+                        continue
+                    s.R.mult(rho, b)
+                    self.dA[k].mult(mix, work)
+                    b.axpy(-dt, work)
+                    if self.dM is not None:
+                        self.dM[k].mult(diff, work)
+                        b.axpy(-1.0, work)
+                    s.set_dirichlet(b, homogeneous=True)
+            s.solve_block(B, X)
+            if callback is not None or n == nsteps + 1:
+                for k in range(K):
+                    with _column(X, 1 + k, "r") as rho:
+                        rho.copy(rhos[k])
             if callback is not None:
-                callback(n, x, rho)
-        for v in (y, new, mix, diff, rhs, work):
-            v.destroy()
-        return x, rho
+                callback(n - 1, cur, rhos)
+            if n <= nsteps:
+                prev, cur = cur, prev
+                with _column(X, 0, "r") as x:
+                    x.copy(cur)
+        for obj in (B, X, prev, mix, diff, work):
+            obj.destroy()
+        return cur, rhos
 
     def destroy(self) -> None:
         for mat in self.dA + (self.dM or []):
             mat.destroy()
+
+
+@contextmanager
+def _column(block: PETSc.Mat, j: int, mode: str):
+    """Column ``j`` of a dense matrix as a Vec view (``mode`` "r", "w" or "rw")."""
+    vec = block.getDenseColumnVec(j, mode)
+    try:
+        yield vec
+    finally:
+        block.restoreDenseColumnVec(j, mode)

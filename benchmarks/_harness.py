@@ -1,0 +1,107 @@
+"""Shared pieces of the benchmark scripts: interleaved timing, machine description,
+the ratio/target table and the atomic JSON report.
+
+Benchmarks report ratios measured in one run (machines are noisy); wall times are
+recorded, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from sensitivity.io import atomic_write
+
+__all__ = [
+    "interleaved",
+    "machine_info",
+    "plain",
+    "print_targets",
+    "ratio",
+    "write_json_atomic",
+]
+
+
+def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: bool = True) -> dict:
+    """Time each callable ``repeats`` times, interleaved (after one warm-up each if ``warmup``), in seconds."""
+    if warmup:
+        for f in fns.values():
+            f()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, f in fns.items():
+            start = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(ts), "min": min(ts), "all": ts} for name, ts in times.items()}
+
+
+def ratio(timings: Mapping[str, Mapping[str, float]], num: str, den: str) -> float:
+    """Ratio of the median times of two entries of :func:`interleaved`'s result."""
+    return timings[num]["median"] / timings[den]["median"]
+
+
+def machine_info() -> dict:
+    """Versions, CPU count, load and BLAS threading of this machine (for the report)."""
+    import scipy
+
+    info = {
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "threads_env": {v: os.environ.get(v) for v in
+                        ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")},
+    }
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["blas"] = {k: blas.get(k) for k in ("name", "version", "openblas configuration")}
+    except Exception as exc:  # pragma: no cover - depends on the NumPy build
+        info["blas"] = f"unavailable: {exc}"
+    return info
+
+
+def plain(obj):
+    """Plain-Python copy of ``obj`` for JSON (NumPy scalars to floats/ints/bools)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def writer(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+
+    atomic_write(path, writer)
+
+
+def print_targets(report: Mapping, width: int = 38) -> None:
+    """The table of target quantities: value, target (upper bound) and whether it is met."""
+    print(f"\n  {'quantity':<{width}} {'value':>10} {'target':>10}  passed")
+    for key, target in report["targets"].items():
+        print(f"  {key:<{width}} {report[key]:>10.3g} {'<= ' + format(target, 'g'):>10}  {report['passed'][key]}")
