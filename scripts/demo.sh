@@ -4,4 +4,4 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 nprocs="${1:-2}"; shift || true
-exec mpirun -n "$nprocs" python demos/rate_matrix_asymptotics.py --output output/rate_matrix_asymptotics "$@"
+exec mpirun -n "$nprocs" python demos/velocity_sensitivity.py --output output/velocity_sensitivity "$@"

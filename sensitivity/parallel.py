@@ -8,6 +8,7 @@ waits forever in a collective the failing rank never reaches.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -15,7 +16,16 @@ from mpi4py import MPI
 
 from sensitivity.errors import SensitivityError
 
-__all__ = ["ArgumentParser", "CollectiveError", "comm_world", "progress", "rank0_print", "run_on_root"]
+__all__ = [
+    "ArgumentParser",
+    "CollectiveError",
+    "comm_world",
+    "exit_on_error",
+    "progress",
+    "progress_bar",
+    "rank0_print",
+    "run_on_root",
+]
 
 T = TypeVar("T")
 
@@ -45,6 +55,30 @@ def progress(comm: MPI.Comm, iterable: Iterable[T], *, desc: str | None = None, 
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, disable=disable or comm.rank != 0, leave=False)
+
+
+def progress_bar(comm: MPI.Comm, total: int, *, desc: str | None = None, disable: bool = False):
+    """A tqdm bar for ``total`` manual ``update()`` calls, shown on rank 0 only (not collective)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=disable or comm.rank != 0, leave=False)
+
+
+def exit_on_error(main: Callable[[], Any], comm: MPI.Comm | None = None, status: int = 2) -> int:
+    """Run a program's ``main()``; turn a :class:`SensitivityError` into a message and an exit status.
+
+    For command-line entry points (``sys.exit(exit_on_error(main))``). The
+    library raises its input errors identically on every rank, so every rank
+    returns ``status`` together and rank 0 alone prints ``error: ...``; other
+    exceptions propagate with their traceback.
+    """
+    comm = MPI.COMM_WORLD if comm is None else comm
+    try:
+        main()
+    except SensitivityError as exc:
+        rank0_print(comm, f"error: {exc}", file=sys.stderr)
+        return status
+    return 0
 
 
 def run_on_root(comm: MPI.Comm, func: Callable[[], T], root: int = 0) -> T | None:

@@ -145,6 +145,7 @@ def test_distributed_equals_serial(comm):
     assert np.allclose(distributed, serial, rtol=1e-11, atol=1e-14), (distributed, serial)
 
 
+@pytest.mark.mpi
 def test_bad_input_names_the_value(comm):
     prob, c, v, th0 = _setup(comm, n=3)
     with pytest.raises(InvalidArgumentError, match="kappa must be positive and finite, got -1"):

@@ -8,21 +8,27 @@ from sensitivity.fem.exponential import ExponentialPropagator
 from sensitivity.fem.generator import AdvectionDiffusion
 from sensitivity.fem.meshes import TaggedMesh, build_mesh, facets, read_mesh
 from sensitivity.fem.observation import PointSensors
+from sensitivity.fem.output import FieldSeries, TriangleGather, plot_fields
 from sensitivity.fem.propagator import ThetaScheme
+from sensitivity.fem.stokes import stokes_velocity
 from sensitivity.fem.tangent import Tangent
 from sensitivity.fem.velocity import StreamFunction, VelocityControl, VelocityField
 
 __all__ = [
     "AdvectionDiffusion",
     "ExponentialPropagator",
+    "FieldSeries",
     "PointSensors",
     "StreamFunction",
     "TaggedMesh",
     "Tangent",
     "ThetaScheme",
+    "TriangleGather",
     "VelocityControl",
     "VelocityField",
     "build_mesh",
     "facets",
+    "plot_fields",
     "read_mesh",
+    "stokes_velocity",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "assemble_vector",
     "create_ksp",
     "form",
+    "unique_prefix",
 ]
 
 #: Direct solve with MUMPS: the default for every linear operator of a time stepper.
@@ -63,6 +64,11 @@ def assemble_vector(compiled_form, out: PETSc.Vec | None = None) -> PETSc.Vec:
     return out
 
 
+def unique_prefix(name: str) -> str:
+    """A PETSc options prefix no other solver of this process uses."""
+    return f"sensitivity_{name}_{next(_prefix_counter)}_"
+
+
 def create_ksp(A: PETSc.Mat, petsc_options: Mapping[str, Any] | None, name: str) -> PETSc.KSP:
     """A KSP for ``A`` configured from a ``petsc_options`` dict under a unique prefix.
 
@@ -72,7 +78,7 @@ def create_ksp(A: PETSc.Mat, petsc_options: Mapping[str, Any] | None, name: str)
     """
     options = dict(DEFAULT_LU_OPTIONS if petsc_options is None else petsc_options)
     options.setdefault("ksp_error_if_not_converged", True)
-    prefix = f"sensitivity_{name}_{next(_prefix_counter)}_"
+    prefix = unique_prefix(name)
     db = PETSc.Options()
     for key, value in options.items():
         db[f"{prefix}{key}"] = value
