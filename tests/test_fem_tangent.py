@@ -176,3 +176,23 @@ def test_iterative_solver_matches_direct(comm, options):
     iterative = Tangent(ThetaScheme(prob, 0.01, petsc_options=options), [v]).run(th0, 10)
     assert (direct[0] - iterative[0]).norm() <= 1e-10 * direct[0].norm()
     assert (direct[1][0] - iterative[1][0]).norm() <= 1e-9 * direct[1][0].norm()
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("control, supg", [("stream", False), ("field", True)])
+def test_adjoint_actions_are_transposes_of_the_directional_derivatives(comm, rng, control, supg):
+    """<dA_adjoint_action(lam, theta), v> = lam^T dA[v] theta, and the same for dM (SUPG)."""
+    prob, c, v, th0 = _setup(comm, n=5, control=control, supg=supg)
+    lam, theta = prob.create_vector(), prob.create_vector()
+    lo, hi = lam.getOwnershipRange()
+    values = np.random.default_rng(7).standard_normal((2, lam.getSize()))  # the same on every rank
+    lam.array[:], theta.array[:] = values[0, lo:hi], values[1, lo:hi]
+    vvec = v.x.petsc_vec
+    work = prob.create_vector()
+    prob.dA(v).mult(theta, work)
+    assert prob.dA_adjoint_action(lam, theta).dot(vvec) == pytest.approx(lam.dot(work), rel=1e-12)
+    if supg:
+        prob.dM(v).mult(theta, work)
+        assert prob.dM_adjoint_action(lam, theta).dot(vvec) == pytest.approx(lam.dot(work), rel=1e-12)
+    else:
+        assert prob.dM_adjoint_action(lam, theta) is None

@@ -56,7 +56,7 @@ def assemble_matrix(compiled_form) -> PETSc.Mat:
 def assemble_vector(compiled_form, out: PETSc.Vec | None = None) -> PETSc.Vec:
     """Assemble a linear form into a PETSc vector with ghost contributions summed."""
     if out is None:
-        out = fem_petsc.create_vector(compiled_form)
+        out = fem_petsc.create_vector(compiled_form.function_spaces[0])
     with out.localForm() as local:
         local.set(0.0)
     fem_petsc.assemble_vector(out, compiled_form)
