@@ -71,6 +71,12 @@ class AdvectionDiffusion:
         Dirichlet conditions on :math:`\theta` (time-independent values).
     supg : bool
         Add SUPG stabilization (for large Péclet numbers).
+    quadrature_degree : int, optional
+        One quadrature rule for every form and every derivative form, so that
+        the derivatives are exact derivatives of the assembled matrices (SUPG's τ
+        is not polynomial, and UFL would otherwise pick different degrees for a
+        form and its derivative). Default: exact for the Galerkin terms, two more
+        with SUPG.
 
     Attributes
     ----------
@@ -87,6 +93,7 @@ class AdvectionDiffusion:
         *,
         bcs: Sequence[fem.DirichletBC] = (),
         supg: bool = False,
+        quadrature_degree: int | None = None,
     ):
         if not isinstance(control, VelocityControl):
             raise InvalidArgumentError(f"control must be a VelocityField or StreamFunction, got {type(control).__name__}")
@@ -99,6 +106,7 @@ class AdvectionDiffusion:
         self.kappa = _check_kappa(kappa)
         self.supg = bool(supg)
         self.bcs = list(bcs)
+        self.quadrature_degree = _quadrature_degree(V, control, self.supg, quadrature_degree)
         for bc in self.bcs:
             if not isinstance(bc, fem.DirichletBC):
                 raise InvalidArgumentError(f"bcs must be dolfinx.fem.DirichletBC objects, got {type(bc).__name__}")
@@ -118,9 +126,14 @@ class AdvectionDiffusion:
         self._da_adj = _backend.form(ufl.derivative(scalar_a, c, ufl.TestFunction(control.space)))
         if self.supg:
             scalar_m = ufl.action(ufl.action(self._m_ufl, self._theta_fn), self._lam_fn)
-            self._dm_adj = _backend.form(ufl.derivative(scalar_m, c, ufl.TestFunction(control.space)))
+            dm_adj = ufl.derivative(scalar_m, c, ufl.TestFunction(control.space))
+            da_adj = ufl.derivative(scalar_a, c, ufl.TestFunction(control.space))
+            self._dm_adj = _backend.form(dm_adj)
+            # Second derivatives (Hessian actions): A and M depend non-linearly on c only through tau.
+            self._d2m_adj = _backend.form(ufl.derivative(dm_adj, c, self._direction))
+            self._d2a_adj = _backend.form(ufl.derivative(da_adj, c, self._direction))
         else:
-            self._dm_adj = None
+            self._dm_adj = self._d2m_adj = self._d2a_adj = None
         self.M = _backend.assemble_matrix(self._m)
         self.A = _backend.assemble_matrix(self._a)
 
@@ -129,7 +142,7 @@ class AdvectionDiffusion:
     def forms(self, theta, phi, u):
         """UFL mass and operator forms :math:`m(\\theta,\\phi)`, :math:`a(u;\\theta,\\phi)`."""
         kappa = self.kappa
-        dx = ufl.dx
+        dx = ufl.dx(metadata={"quadrature_degree": self.quadrature_degree})
         m = theta * phi * dx
         a = kappa * ufl.inner(ufl.grad(theta), ufl.grad(phi)) * dx + ufl.dot(u, ufl.grad(theta)) * phi * dx
         if self.supg:
@@ -190,6 +203,25 @@ class AdvectionDiffusion:
             return None
         return self._adjoint_action(self._dm_adj, lam, theta, out)
 
+    def d2A_adjoint_action(self, lam: PETSc.Vec, theta: PETSc.Vec, v: fem.Function,
+                           out: PETSc.Vec | None = None) -> PETSc.Vec | None:
+        r"""The derivative along :math:`v` of :meth:`dA_adjoint_action`: :math:`\lambda^T\partial^2 A/\partial c_k\partial c[v]\,\theta`.
+
+        ``None`` without SUPG, where :math:`A` is affine in the control (collective).
+        """
+        if self._d2a_adj is None:
+            return None
+        self._set_direction(v)
+        return self._adjoint_action(self._d2a_adj, lam, theta, out)
+
+    def d2M_adjoint_action(self, lam: PETSc.Vec, theta: PETSc.Vec, v: fem.Function,
+                           out: PETSc.Vec | None = None) -> PETSc.Vec | None:
+        r"""The derivative along :math:`v` of :meth:`dM_adjoint_action` (``None`` without SUPG)."""
+        if self._d2m_adj is None:
+            return None
+        self._set_direction(v)
+        return self._adjoint_action(self._d2m_adj, lam, theta, out)
+
     def _adjoint_action(self, compiled, lam, theta, out):
         for fn, vec in ((self._lam_fn, lam), (self._theta_fn, theta)):
             vec.copy(fn.x.petsc_vec)
@@ -213,6 +245,21 @@ class AdvectionDiffusion:
     def to_dense(self) -> tuple[np.ndarray, np.ndarray]:
         """``(M, A)`` as dense NumPy arrays gathered on every rank (small meshes only; collective)."""
         return tuple(_dense(mat) for mat in (self.M, self.A))
+
+
+def _quadrature_degree(V: fem.FunctionSpace, control: VelocityControl, supg: bool, degree) -> int:
+    """The quadrature degree of every form (see :class:`AdvectionDiffusion`)."""
+    if degree is not None:
+        if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 0:
+            raise InvalidArgumentError(f"quadrature_degree must be a non-negative integer, got {degree!r}")
+        return int(degree)
+    p = V.ufl_element().embedded_superdegree
+    k = control.space.ufl_element().embedded_superdegree
+    k_u = k - 1 if control.velocity_is_derivative else k  # polynomial degree of u
+    q = max(2 * p, 2 * p - 1 + k_u)  # mass and advection exactly
+    if supg:
+        q = max(q, 2 * p - 2 + 2 * k_u + 2)  # streamline terms, with two degrees for tau
+    return q
 
 
 def _dense(mat: PETSc.Mat) -> np.ndarray:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import dolfinx.fem as fem
 import dolfinx.geometry as geometry
 import numpy as np
+import ufl
 from mpi4py import MPI
 from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
+from sensitivity.fem import _backend
 
-__all__ = ["PointSensors"]
+__all__ = ["PointSensors", "RegionAverages"]
 
 
 class PointSensors:
@@ -107,4 +109,54 @@ class PointSensors:
             np.add.at(work.x.array, dofs, w[k] * weights)
         work.x.petsc_vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         out.array[:] += work.x.petsc_vec.array
+        return out
+
+
+class RegionAverages:
+    r"""Region averages :math:`y_r = \frac{1}{|\Omega_r|}\int_{\Omega_r}\theta\,dx`, a linear observation operator.
+
+    Each row is the assembled vector :math:`m_r = \int_{\Omega_r}\phi_i\,dx / |\Omega_r|`,
+    so :meth:`evaluate` is a dot product per region and :meth:`apply_transpose`
+    adds :math:`\sum_r w_r m_r`.
+
+    Parameters
+    ----------
+    V : dolfinx.fem.FunctionSpace
+        Scalar Lagrange space.
+    cell_tags : dolfinx.mesh.MeshTags
+        Cell markers (e.g. ``TaggedMesh.cell_tags``).
+    tags : sequence of int
+        The markers of the regions, one observation each.
+    """
+
+    def __init__(self, V: fem.FunctionSpace, cell_tags, tags):
+        self.tags = [int(t) for t in np.atleast_1d(tags)]
+        if not self.tags:
+            raise InvalidArgumentError("at least one region tag is needed")
+        self.comm = V.mesh.comm
+        dx = ufl.Measure("dx", domain=V.mesh, subdomain_data=cell_tags)
+        phi = ufl.TestFunction(V)
+        self.rows = []
+        for tag in self.tags:
+            area = self.comm.allreduce(fem.assemble_scalar(fem.form(fem.Constant(V.mesh, 1.0) * dx(tag))))
+            if area <= 0.0:
+                raise InvalidArgumentError(f"region tag {tag} has no cells")
+            self.rows.append(_backend.assemble_vector(_backend.form(phi / area * dx(tag))))
+
+    @property
+    def num_sensors(self) -> int:
+        return len(self.rows)
+
+    def evaluate(self, theta: fem.Function | PETSc.Vec) -> np.ndarray:
+        """The region averages, shape (r,), on every rank (collective)."""
+        vec = theta.x.petsc_vec if isinstance(theta, fem.Function) else theta
+        return np.array([row.dot(vec) for row in self.rows])
+
+    def apply_transpose(self, w, out: PETSc.Vec) -> PETSc.Vec:
+        """``out += sum_r w_r m_r`` (collective)."""
+        w = np.asarray(w, dtype=float)
+        if w.shape != (self.num_sensors,):
+            raise InvalidArgumentError(f"w must have shape ({self.num_sensors},), got {w.shape}")
+        for wr, row in zip(w, self.rows):
+            out.axpy(float(wr), row)
         return out

@@ -41,6 +41,9 @@ class VelocityControl(ABC):
     def mesh(self):
         return self.space.mesh
 
+    #: True if u is a first derivative of the control (one polynomial degree lower).
+    velocity_is_derivative: bool = False
+
     @abstractmethod
     def velocity(self, c: fem.Function | None = None):
         """The UFL velocity :math:`u(c)` (default: of the control itself)."""
@@ -87,6 +90,8 @@ class StreamFunction(VelocityControl):
         Scalar Lagrange Function :math:`\psi` on a 2-D mesh; P2 gives a
         piecewise-linear, exactly divergence-free velocity.
     """
+
+    velocity_is_derivative = True
 
     def __init__(self, function: fem.Function):
         super().__init__(function)

@@ -1,0 +1,225 @@
+r"""Objectives for estimation: data misfits over time steps and regularization of the control (SPEC §2).
+
+The reduced objective of :mod:`sensitivity.fem.adjoint` is
+
+.. math::
+
+    F(c) = \sum_{n} f_n(\theta_n(c)) + \mathcal R(c),
+
+where each misfit term contributes :math:`f_n` at its observation steps:
+
+- :class:`ObservationMisfit`: :math:`f_n = \tfrac12\sum_j \bigl((P\theta_n - d_n)_j/\sigma_j\bigr)^2`
+  for a linear observation operator :math:`P` — point sensors
+  (:class:`~sensitivity.fem.PointSensors`) or region averages
+  (:class:`~sensitivity.fem.RegionAverages`) — with noise standard deviations
+  :math:`\sigma_j`;
+- :class:`FieldMisfit`: :math:`f_n = \tfrac{w}{2}\,(\theta_n - d_n)^T M_0 (\theta_n - d_n)`,
+  the :math:`L^2` misfit to a whole field (:math:`M_0` the plain mass matrix);
+
+and :class:`Tikhonov` is :math:`\mathcal R(c) = \tfrac\alpha2\|c - c_0\|_{L^2}^2 + \tfrac\beta2\|\nabla(c - c_0)\|_{L^2}^2`
+(:math:`\beta > 0`: the :math:`H^1` seminorm). Every term gives its value, its
+gradient (as a dof vector, the Riesz-free Euclidean gradient an adjoint sweep
+needs) and its (constant) Hessian action.
+"""
+
+from __future__ import annotations
+
+import numbers
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import dolfinx.fem as fem
+import numpy as np
+import ufl
+from petsc4py import PETSc
+
+from sensitivity.errors import InvalidArgumentError
+from sensitivity.fem import _backend
+
+__all__ = ["FieldMisfit", "Misfit", "ObservationMisfit", "Tikhonov", "steps_at"]
+
+
+def steps_at(times: Sequence[float], dt: float, nsteps: int) -> np.ndarray:
+    """Step indices ``n = t/dt`` of observation times (each must be a multiple of ``dt`` in [dt, nsteps dt])."""
+    t = np.atleast_1d(np.asarray(times, dtype=float))
+    if t.ndim != 1 or not np.all(np.isfinite(t)):
+        raise InvalidArgumentError(f"observation times must be a finite 1-D sequence, got {times!r}")
+    n = np.rint(t / dt).astype(int)
+    bad = np.flatnonzero((np.abs(n * dt - t) > 1e-9 * max(dt, 1.0)) | (n < 1) | (n > nsteps))
+    if bad.size:
+        raise InvalidArgumentError(
+            f"observation time {float(t[bad[0]])!r} is not a multiple of dt = {dt!r} in [dt, {nsteps} dt]")
+    return n
+
+
+def _check_steps(steps) -> np.ndarray:
+    s = np.atleast_1d(np.asarray(steps))
+    if s.ndim != 1 or s.size == 0 or s.dtype.kind not in "iu" or np.any(s < 1):
+        raise InvalidArgumentError(f"steps must be a non-empty 1-D sequence of integers >= 1, got {steps!r}")
+    if np.unique(s).size != s.size:
+        raise InvalidArgumentError(f"steps must not repeat, got {steps!r}")
+    return s.astype(int)
+
+
+class Misfit(ABC):
+    """A data term active at some time steps: value :math:`f_n(\\theta_n)`, gradient and Hessian action."""
+
+    def __init__(self, steps: Sequence[int]):
+        self.steps = _check_steps(steps)
+        self._index = {int(n): k for k, n in enumerate(self.steps)}
+
+    def active(self, n: int) -> bool:
+        return n in self._index
+
+    @abstractmethod
+    def value(self, n: int, theta: PETSc.Vec) -> float:
+        """:math:`f_n(\\theta)` (collective); ``n`` must be an active step."""
+
+    @abstractmethod
+    def add_gradient(self, n: int, theta: PETSc.Vec, out: PETSc.Vec) -> None:
+        """``out += ∇f_n(θ)`` (collective)."""
+
+    @abstractmethod
+    def add_hessian_action(self, n: int, rho: PETSc.Vec, out: PETSc.Vec) -> None:
+        """``out += ∇²f_n ρ`` (collective; the terms are quadratic, so the Hessian is constant)."""
+
+
+class ObservationMisfit(Misfit):
+    r"""Weighted least squares of linear observations, :math:`\tfrac12\|\Sigma^{-1}(P\theta_n - d_n)\|^2`.
+
+    Parameters
+    ----------
+    observation : PointSensors or RegionAverages
+        Anything with ``evaluate(theta) -> (m,)`` and ``apply_transpose(w, out)``.
+    steps : sequence of int
+        The observation steps n (times n·dt).
+    data : array_like, shape (len(steps), m)
+        Observed values, the same on every rank.
+    noise : float or array_like of shape (m,) or (len(steps), m)
+        Noise standard deviations :math:`\sigma` (> 0).
+    """
+
+    def __init__(self, observation, steps: Sequence[int], data, noise=1.0):
+        super().__init__(steps)
+        self.observation = observation
+        m = observation.num_sensors
+        d = np.asarray(data, dtype=float)
+        if d.shape != (len(self.steps), m) or not np.all(np.isfinite(d)):
+            raise InvalidArgumentError(f"data must be a finite array of shape ({len(self.steps)}, {m}), got {d.shape}")
+        sigma = np.broadcast_to(np.asarray(noise, dtype=float), d.shape) if np.ndim(noise) < 2 else np.asarray(noise)
+        if sigma.shape != d.shape or not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+            raise InvalidArgumentError(f"noise must be positive and finite, broadcastable to {d.shape}, got {noise!r}")
+        self.data = d
+        self.weights = 1.0 / sigma**2
+
+    def residual(self, n: int, theta: PETSc.Vec) -> np.ndarray:
+        k = self._index[n]
+        return self.observation.evaluate(theta) - self.data[k]
+
+    def value(self, n, theta):
+        r = self.residual(n, theta)
+        return 0.5 * float(np.sum(self.weights[self._index[n]] * r**2))
+
+    def add_gradient(self, n, theta, out):
+        self.observation.apply_transpose(self.weights[self._index[n]] * self.residual(n, theta), out)
+
+    def add_hessian_action(self, n, rho, out):
+        self.observation.apply_transpose(self.weights[self._index[n]] * self.observation.evaluate(rho), out)
+
+
+class FieldMisfit(Misfit):
+    r"""The :math:`L^2` misfit :math:`\tfrac w2\|\theta_n - d_n\|_{L^2}^2` to whole fields.
+
+    Parameters
+    ----------
+    V : dolfinx.fem.FunctionSpace
+        The θ space.
+    steps : sequence of int
+    data : sequence of dolfinx.fem.Function
+        One field per step, in ``V``.
+    weight : float
+        :math:`w > 0`.
+    """
+
+    def __init__(self, V: fem.FunctionSpace, steps: Sequence[int], data: Sequence[fem.Function], weight: float = 1.0):
+        super().__init__(steps)
+        data = list(data)
+        if len(data) != len(self.steps) or not all(isinstance(f, fem.Function) and f.function_space == V for f in data):
+            raise InvalidArgumentError(f"data must be {len(self.steps)} Functions in the theta space")
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not np.isfinite(weight) or weight <= 0:
+            raise InvalidArgumentError(f"weight must be positive and finite, got {weight!r}")
+        self.weight = float(weight)
+        u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
+        self.M = _backend.assemble_matrix(_backend.form(u * w * ufl.dx))
+        self.fields = data  # keeps the Functions (and so their vectors) alive
+        self.data = [f.x.petsc_vec for f in data]
+        self._r = self.M.createVecLeft()
+        self._Mr = self.M.createVecLeft()
+
+    def _residual(self, n, theta):
+        self._r.waxpy(-1.0, self.data[self._index[n]], theta)
+        self.M.mult(self._r, self._Mr)
+
+    def value(self, n, theta):
+        self._residual(n, theta)
+        return 0.5 * self.weight * self._r.dot(self._Mr)
+
+    def add_gradient(self, n, theta, out):
+        self._residual(n, theta)
+        out.axpy(self.weight, self._Mr)
+
+    def add_hessian_action(self, n, rho, out):
+        self.M.mult(rho, self._Mr)
+        out.axpy(self.weight, self._Mr)
+
+
+class Tikhonov:
+    r"""Regularization :math:`\tfrac\alpha2\|c - c_0\|_{L^2}^2 + \tfrac\beta2\|\nabla(c - c_0)\|_{L^2}^2` of a control.
+
+    Parameters
+    ----------
+    space : dolfinx.fem.FunctionSpace
+        The control space (scalar stream function or vector velocity).
+    alpha, beta : float
+        Non-negative weights, not both zero.
+    reference : dolfinx.fem.Function, optional
+        :math:`c_0` (default zero).
+    """
+
+    def __init__(self, space: fem.FunctionSpace, alpha: float = 0.0, beta: float = 0.0,
+                 reference: fem.Function | None = None):
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
+                raise InvalidArgumentError(f"{name} must be a non-negative finite number, got {value!r}")
+        if alpha == 0 and beta == 0:
+            raise InvalidArgumentError("alpha and beta are both zero: no regularization")
+        if reference is not None and (not isinstance(reference, fem.Function) or reference.function_space != space):
+            raise InvalidArgumentError("reference must be a Function in the control space")
+        u, w = ufl.TrialFunction(space), ufl.TestFunction(space)
+        form = float(alpha) * ufl.inner(u, w) * ufl.dx + float(beta) * ufl.inner(ufl.grad(u), ufl.grad(w)) * ufl.dx
+        self.space = space
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.matrix = _backend.assemble_matrix(_backend.form(form))
+        self.reference = reference
+        self._d = self.matrix.createVecRight()
+        self._Md = self.matrix.createVecLeft()
+
+    def _difference(self, c: fem.Function) -> None:
+        c.x.petsc_vec.copy(self._d)
+        if self.reference is not None:
+            self._d.axpy(-1.0, self.reference.x.petsc_vec)
+        self.matrix.mult(self._d, self._Md)
+
+    def value(self, c: fem.Function) -> float:
+        """:math:`\\mathcal R(c)` (collective)."""
+        self._difference(c)
+        return 0.5 * self._d.dot(self._Md)
+
+    def add_gradient(self, c: fem.Function, out: PETSc.Vec) -> None:
+        """``out += (αM + βK)(c − c_0)`` (collective)."""
+        self._difference(c)
+        out.axpy(1.0, self._Md)
+
+    def add_hessian_action(self, v: PETSc.Vec, out: PETSc.Vec) -> None:
+        """``out += (αM + βK) v`` (collective)."""
+        self.matrix.multAdd(v, out, out)

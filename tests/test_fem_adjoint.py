@@ -1,0 +1,185 @@
+"""Discrete adjoint gradients and Hessian actions (SPEC §2).
+
+Checks: the adjoint gradient equals the tangent's directional derivative to 1e-10
+(sensors, region averages, field misfit, H¹ regularization; with and without SUPG,
+Dirichlet inflow, Crank–Nicolson and backward Euler); Taylor remainders of the
+gradient and of the Hessian action; checkpointed (RAM and disk) and in-memory
+gradients agree; Hessian-vector products agree with finite differences of
+gradients and are symmetric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from dolfinx import fem, mesh
+
+from sensitivity.errors import InvalidArgumentError
+from sensitivity.fem import (
+    FieldMisfit,
+    ObservationMisfit,
+    PointSensors,
+    ReducedFunctional,
+    RegionAverages,
+    ThetaScheme,
+    Tikhonov,
+    steps_at,
+)
+from sensitivity.parallel import run_on_root
+from tests.test_fem_tangent import _setup
+
+SENSORS = [[0.5, 0.5], [0.7, 0.3], [0.25, 0.8]]
+
+
+def _functional(comm, *, control="stream", supg=False, inflow=False, theta=0.5, nsteps=12, n=6, **kwargs):
+    """A reduced functional with every kind of term; the data come from a perturbed control."""
+    prob, c, v, th0 = _setup(comm, n=n, control=control, supg=supg, inflow=inflow)
+    scheme = ThetaScheme(prob, 0.02, theta=theta)
+    V = prob.V
+    msh = V.mesh
+    sensors = PointSensors(V, SENSORS)
+    tdim = msh.topology.dim
+    ncells = msh.topology.index_map(tdim).size_local
+    midpoints = mesh.compute_midpoints(msh, tdim, np.arange(ncells, dtype=np.int32))
+    tags = mesh.meshtags(msh, tdim, np.arange(ncells, dtype=np.int32),
+                         np.where(midpoints[:, 0] < 0.5, 1, 2).astype(np.int32))
+    regions = RegionAverages(V, tags, [1, 2])
+    steps = np.array([max(1, nsteps // 3), max(2, 2 * nsteps // 3), nsteps])
+    rng = np.random.default_rng(3)  # the same data on every rank
+    data_s = rng.uniform(0, 0.3, (3, sensors.num_sensors))
+    data_r = rng.uniform(0, 0.1, (3, 2))
+    fields = []
+    for k in range(2):
+        f = fem.Function(V)
+        f.interpolate(lambda x, k=k: 0.2 * np.exp(-10 * ((x[0] - 0.4 - 0.1 * k) ** 2 + (x[1] - 0.5) ** 2)))
+        fields.append(f)
+    misfits = [
+        ObservationMisfit(sensors, steps, data_s, noise=[0.1, 0.2, 0.1]),
+        ObservationMisfit(regions, steps, data_r, noise=0.05),
+        FieldMisfit(V, [nsteps // 2, nsteps], fields, weight=3.0),
+    ]
+    reg = Tikhonov(prob.control.space, alpha=1e-3, beta=1e-3)
+    F = ReducedFunctional(scheme, th0, nsteps, misfits, reg, **kwargs)
+    return F, v
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "control, supg, inflow, theta",
+    [("stream", False, False, 0.5), ("stream", True, False, 0.5), ("field", False, True, 0.5),
+     ("field", True, True, 1.0)],
+)
+def test_adjoint_gradient_equals_tangent_derivative(comm, control, supg, inflow, theta):
+    F, v = _functional(comm, control=control, supg=supg, inflow=inflow, theta=theta)
+    value, grad = F.value_and_gradient()
+    assert value == pytest.approx(F.value(), rel=1e-13)
+    adjoint = grad.x.petsc_vec.dot(v.x.petsc_vec)
+    tangent = F.derivative(v)
+    assert abs(tangent) > 1e-6
+    assert abs(adjoint - tangent) <= 1e-10 * abs(tangent), (adjoint, tangent)
+
+
+def _taylor_rates(F, v, base_value, slope, eps0=1e-2):
+    c0 = F.control.x.petsc_vec.copy()
+    rem = []
+    for eps in eps0 / 2.0 ** np.arange(4):
+        c = c0.copy()
+        c.axpy(eps, v.x.petsc_vec)
+        F.set_control(c)
+        rem.append(abs(F.value() - base_value - eps * slope))
+    F.set_control(c0)
+    return np.log2(np.array(rem[:-1]) / np.array(rem[1:]))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("supg", [False, True])
+def test_gradient_taylor_remainder_is_second_order(comm, supg):
+    F, v = _functional(comm, supg=supg)
+    value, grad = F.value_and_gradient()
+    rates = _taylor_rates(F, v, value, grad.x.petsc_vec.dot(v.x.petsc_vec))
+    assert np.all(np.abs(rates - 2.0) < 0.1), rates
+
+
+@pytest.mark.mpi
+def test_checkpointed_gradient_equals_in_memory_gradient(comm, tmp_path_factory):
+    ref_F, _ = _functional(comm, nsteps=20)
+    ref_value, ref = ref_F.value_and_gradient()
+    assert ref_F.stats["recomputed_steps"] == 0
+    directory = comm.bcast(run_on_root(comm, lambda: tmp_path_factory.mktemp("ckpt")), root=0)
+    for options in ({"max_states": 5}, {"max_states": 3, "checkpoint_dir": directory}):
+        F, _ = _functional(comm, nsteps=20, **options)
+        value, grad = F.value_and_gradient()
+        if "checkpoint_dir" in options:  # states beyond the RAM budget went to disk
+            assert F.stats["disk_writes"] > 0 and F.stats["disk_reads"] > 0, F.stats
+        else:  # ... or were recomputed from revolve checkpoints
+            assert F.stats["recomputed_steps"] > 0, F.stats
+        assert F.stats["max_states_in_memory"] <= options["max_states"], F.stats
+        assert value == pytest.approx(ref_value, rel=1e-14)
+        diff = grad.x.petsc_vec.copy()
+        diff.axpy(-1.0, ref.x.petsc_vec)
+        assert diff.norm() <= 1e-13 * ref.x.petsc_vec.norm(), options
+    comm.Barrier()
+    assert not any(directory.iterdir()), "checkpoint files left behind"
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("control, supg", [("stream", False), ("field", True)])
+def test_hessian_action_matches_gradient_differences_and_is_symmetric(comm, control, supg):
+    F, v = _functional(comm, control=control, supg=supg, inflow=supg, nsteps=8)
+    w = fem.Function(v.function_space)
+    w.interpolate(lambda x: np.sin(2 * x[0]) * x[1] if control == "stream"
+                  else np.vstack([x[1] ** 2, np.cos(x[0])]))
+    Hv_fn, Hw_fn = F.hessian_action(v), F.hessian_action(w)  # the Functions own the vectors
+    Hv, Hw = Hv_fn.x.petsc_vec, Hw_fn.x.petsc_vec
+    assert Hw.dot(v.x.petsc_vec) == pytest.approx(Hv.dot(w.x.petsc_vec), rel=1e-10)
+    c0 = F.control.x.petsc_vec.copy()
+    errors = []
+    for eps in (1e-2, 5e-3):
+        grads = []
+        for sign in (1.0, -1.0):
+            c = c0.copy()
+            c.axpy(sign * eps, v.x.petsc_vec)
+            F.set_control(c)
+            g = F.gradient()  # (a Function destroys its PETSc vector when it is collected)
+            grads.append(g.x.petsc_vec.copy())
+        fd = grads[0] - grads[1]
+        fd.scale(1.0 / (2 * eps))
+        fd.axpy(-1.0, Hv)
+        errors.append(fd.norm() / Hv.norm())
+    F.set_control(c0)
+    assert errors[0] < 1e-3, errors
+    # central differences: the error falls like eps^2 (exact for a quadratic objective: no SUPG)
+    assert errors[1] < 0.3 * errors[0] or errors[1] < 1e-9, errors
+
+
+@pytest.mark.mpi
+def test_region_averages_and_misfit_values(comm):
+    F, _ = _functional(comm, nsteps=4)
+    regions = F.misfits[1].observation
+    f = fem.Function(F.problem.V)
+    f.interpolate(lambda x: 1.0 + x[0])
+    # averages of 1 + x over x < 1/2 and x > 1/2
+    np.testing.assert_allclose(regions.evaluate(f), [1.25, 1.75], rtol=1e-12)
+    out = F.problem.create_vector()
+    out.set(0.0)
+    regions.apply_transpose([2.0, -1.0], out)
+    assert out.dot(f.x.petsc_vec) == pytest.approx(2 * 1.25 - 1.75, rel=1e-12)
+
+
+def test_bad_input_names_the_value(comm):
+    F, v = _functional(comm, nsteps=4)
+    sensors = F.misfits[0].observation
+    with pytest.raises(InvalidArgumentError, match=r"observation time 0.03 is not a multiple of dt = 0.02"):
+        steps_at([0.04, 0.03], 0.02, 10)
+    with pytest.raises(InvalidArgumentError, match="data must be a finite array of shape \\(2, 3\\)"):
+        ObservationMisfit(sensors, [1, 2], np.zeros((2, 4)))
+    with pytest.raises(InvalidArgumentError, match="noise must be positive"):
+        ObservationMisfit(sensors, [1, 2], np.zeros((2, 3)), noise=0.0)
+    with pytest.raises(InvalidArgumentError, match="steps must not repeat"):
+        ObservationMisfit(sensors, [2, 2], np.zeros((2, 3)))
+    with pytest.raises(InvalidArgumentError, match="alpha must be a non-negative finite number, got -1"):
+        Tikhonov(v.function_space, alpha=-1)
+    with pytest.raises(InvalidArgumentError, match="observes step 8 > nsteps = 4"):
+        ReducedFunctional(F.scheme, F.theta0, 4, [ObservationMisfit(sensors, [8], np.zeros((1, 3)))])
+    with pytest.raises(InvalidArgumentError, match="nsteps must be a positive integer, got 0"):
+        ReducedFunctional(F.scheme, F.theta0, 0, F.misfits)
+    np.testing.assert_array_equal(steps_at([0.02, 0.1], 0.02, 10), [1, 5])
