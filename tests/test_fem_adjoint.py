@@ -14,8 +14,10 @@ import pytest
 from dolfinx import fem, mesh
 
 from sensitivity.errors import InvalidArgumentError
+from sensitivity.fem._backend import create_ksp
 from sensitivity.fem import (
     FieldMisfit,
+    FirstOrderSurrogate,
     ObservationMisfit,
     PointSensors,
     ReducedFunctional,
@@ -30,10 +32,10 @@ from tests.test_fem_tangent import _setup
 SENSORS = [[0.5, 0.5], [0.7, 0.3], [0.25, 0.8]]
 
 
-def _functional(comm, *, control="stream", supg=False, inflow=False, theta=0.5, nsteps=12, n=6, **kwargs):
+def _functional(comm, *, control="stream", supg=False, inflow=False, theta=0.5, nsteps=12, n=6, dt=0.02, **kwargs):
     """A reduced functional with every kind of term; the data come from a perturbed control."""
     prob, c, v, th0 = _setup(comm, n=n, control=control, supg=supg, inflow=inflow)
-    scheme = ThetaScheme(prob, 0.02, theta=theta)
+    scheme = ThetaScheme(prob, dt, theta=theta)
     V = prob.V
     msh = V.mesh
     sensors = PointSensors(V, SENSORS)
@@ -183,3 +185,64 @@ def test_bad_input_names_the_value(comm):
     with pytest.raises(InvalidArgumentError, match="nsteps must be a positive integer, got 0"):
         ReducedFunctional(F.scheme, F.theta0, 0, F.misfits)
     np.testing.assert_array_equal(steps_at([0.02, 0.1], 0.02, 10), [1, 5])
+
+
+def _surrogate_directional_derivative(F, v):
+    """sum_n grad f_n(theta_n) . t_n S^n J theta0, propagated forward (independent of the backward recursion)."""
+    s, prob = F.scheme, F.problem
+    ksp = create_ksp(prob.M, None, "test_mass")
+    w, tmp, Atheta, Qtheta = (s.create_vector() for _ in range(4))
+    prob.dA(v).mult(F.theta0, tmp)
+    if prob.supg:
+        prob.A.mult(F.theta0, Atheta)
+        ksp.solve(Atheta, Qtheta)
+        Qtheta.scale(-1.0)
+        prob.dM(v).multAdd(Qtheta, tmp, tmp)
+    ksp.solve(tmp, w)
+    w.scale(-1.0)
+    s.set_dirichlet(w, homogeneous=True)
+    total, z, znew, g = 0.0, w.copy(), s.create_vector(), s.create_vector()
+    x, y = F.theta0.copy(), s.create_vector()
+    for n in range(1, F.nsteps + 1):
+        s.step(x, y)
+        x, y = y, x
+        s.R.mult(z, tmp)
+        s.set_dirichlet(tmp, homogeneous=True)
+        s.solve_rows(tmp, znew)
+        z, znew = znew, z
+        if any(m.active(n) for m in F.misfits):
+            g.set(0.0)
+            F._add_misfit_gradient(n, x, g)
+            total += n * s.dt * g.dot(z)
+    reg = F.control.x.petsc_vec.duplicate()
+    reg.set(0.0)
+    F.regularization.add_gradient(F.control, reg)
+    return total + reg.dot(v.x.petsc_vec)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("control, supg, inflow", [("stream", False, False), ("field", True, True)])
+def test_first_order_surrogate_gradient_is_the_transpose_of_the_forward_surrogate(comm, control, supg, inflow):
+    F, v = _functional(comm, control=control, supg=supg, inflow=inflow)
+    surrogate = FirstOrderSurrogate(F)
+    value, grad = surrogate.value_and_gradient()
+    assert value == pytest.approx(F.value(), rel=1e-13)
+    assert surrogate.stats["stored_vectors"] == 4  # only the observation steps, no trajectory
+    forward = _surrogate_directional_derivative(F, v)
+    assert grad.x.petsc_vec.dot(v.x.petsc_vec) == pytest.approx(forward, rel=1e-10)
+
+
+@pytest.mark.mpi
+def test_first_order_surrogate_error_shrinks_with_final_time(comm):
+    """Relative error of the surrogate gradient against the exact one: O(t ||Q||) as t -> 0."""
+    errors = []
+    for dt in (4e-3, 2e-3, 1e-3):
+        F, _ = _functional(comm, nsteps=6, dt=dt)
+        F.regularization = None
+        exact, sur = F.gradient(), FirstOrderSurrogate(F).gradient()
+        d = sur.x.petsc_vec.copy()
+        d.axpy(-1.0, exact.x.petsc_vec)
+        errors.append(d.norm() / exact.x.petsc_vec.norm())
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all(np.abs(rates - 1.0) < 0.2), (errors, rates)
+    assert errors[-1] < 0.1, errors

@@ -14,6 +14,7 @@ from sensitivity.fem.observation import PointSensors, RegionAverages
 from sensitivity.fem.output import FieldSeries, TriangleGather, plot_fields
 from sensitivity.fem.propagator import ThetaScheme
 from sensitivity.fem.stokes import stokes_velocity
+from sensitivity.fem.surrogate import FirstOrderSurrogate
 from sensitivity.fem.tangent import Tangent
 from sensitivity.fem.velocity import StreamFunction, VelocityControl, VelocityField
 
@@ -21,6 +22,7 @@ __all__ = [
     "AdvectionDiffusion",
     "CheckpointedTrajectory",
     "FieldMisfit",
+    "FirstOrderSurrogate",
     "MemoryTrajectory",
     "Misfit",
     "ObservationMisfit",
