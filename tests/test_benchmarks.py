@@ -109,3 +109,32 @@ def test_advection_diffusion_benchmark_quick(tmp_path):
     assert checks["tangent_1_vs_tangent_k_first_rel_diff"] <= 1e-12
     assert len(checks["rho_norms"]) == report["k"] == 8 and min(checks["rho_norms"]) > 0
     assert report["ndofs"] == 41 * 41 and report["quick"] is True
+
+
+GRAD_BENCHMARK = mpi_harness.ROOT / "benchmarks" / "gradients.py"
+GRAD_KEYS = ("gradient_over_forward", "checkpointed_gradient_over_forward", "surrogate_over_forward",
+             "surrogate_rss_over_forward", "adjoint_vs_tangent_rel_err")
+
+
+@serial_only
+def test_gradients_benchmark_quick(tmp_path):
+    out = tmp_path / "grad.json"
+    result = mpi_harness.run([sys.executable, str(GRAD_BENCHMARK), "--quick", "--json", str(out)], timeout=300)
+    text = mpi_harness.check(result)
+    assert "gradient_over_forward" in text and "mpirun -n 2" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grad.json"]
+    report = json.loads(out.read_text())
+    for key in GRAD_KEYS:
+        value = report[key]
+        assert isinstance(value, float) and math.isfinite(value) and value >= 0, (key, value)
+    assert set(report["targets"]) == set(GRAD_KEYS) == set(report["passed"])
+    # accuracy is deterministic and asserted; timing and memory ratios are not
+    assert report["adjoint_vs_tangent_rel_err"] <= 1e-10
+    stats = report["serial"]["stats"]
+    assert stats["gradient"]["recomputed_steps"] == 0
+    assert stats["checkpointed"]["recomputed_steps"] > 0 and stats["checkpointed"]["max_states_in_memory"] <= 10
+    for memory in (report["memory_serial"], report["memory_mpi2"]):
+        assert set(memory) == {"forward", "gradient", "checkpointed", "surrogate"}
+        assert all(min(r["maxrss_mib_per_rank"]) > 10 for r in memory.values())
+    assert all(len(r["maxrss_mib_per_rank"]) == 2 for r in report["memory_mpi2"].values())
+    assert 0 < report["serial"]["accuracy"]["surrogate_angle_deg"] < 90
