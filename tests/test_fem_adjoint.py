@@ -246,3 +246,23 @@ def test_first_order_surrogate_error_shrinks_with_final_time(comm):
     rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     assert np.all(np.abs(rates - 1.0) < 0.2), (errors, rates)
     assert errors[-1] < 0.1, errors
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("alpha, beta", [(2.0, 0.0), (0.0, 3.0), (2.0, 3.0)])
+def test_tikhonov_value_gradient_and_hessian(comm, alpha, beta):
+    msh = mesh.create_unit_square(comm, 4, 4)
+    S = fem.functionspace(msh, ("Lagrange", 2))
+    c = fem.Function(S)
+    c.interpolate(lambda x: x[0] + 2 * x[1])
+    reg = Tikhonov(S, alpha=alpha, beta=beta)
+    # ||x + 2y||^2 = 1/3 + 4/3 + 2 * 2 * 1/4 = 8/3; |grad|^2 = 5
+    assert reg.value(c) == pytest.approx(0.5 * (alpha * 8 / 3 + beta * 5), rel=1e-12)
+    g = c.x.petsc_vec.duplicate()
+    g.set(0.0)
+    reg.add_gradient(c, g)
+    assert g.dot(c.x.petsc_vec) == pytest.approx(2 * reg.value(c), rel=1e-12)
+    h = c.x.petsc_vec.duplicate()
+    h.set(0.0)
+    reg.add_hessian_action(c.x.petsc_vec, h)
+    assert (h - g).norm() <= 1e-12 * g.norm()

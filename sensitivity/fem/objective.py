@@ -196,7 +196,12 @@ class Tikhonov:
         if reference is not None and (not isinstance(reference, fem.Function) or reference.function_space != space):
             raise InvalidArgumentError("reference must be a Function in the control space")
         u, w = ufl.TrialFunction(space), ufl.TestFunction(space)
-        form = float(alpha) * ufl.inner(u, w) * ufl.dx + float(beta) * ufl.inner(ufl.grad(u), ufl.grad(w)) * ufl.dx
+        terms = []  # (a zero weight would make UFL drop the term and its integration domain)
+        if alpha > 0:
+            terms.append(float(alpha) * ufl.inner(u, w) * ufl.dx)
+        if beta > 0:
+            terms.append(float(beta) * ufl.inner(ufl.grad(u), ufl.grad(w)) * ufl.dx)
+        form = sum(terms[1:], terms[0])
         self.space = space
         self.alpha, self.beta = float(alpha), float(beta)
         self.matrix = _backend.assemble_matrix(_backend.form(form))
