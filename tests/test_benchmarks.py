@@ -132,9 +132,12 @@ def test_gradients_benchmark_quick(tmp_path):
     assert report["adjoint_vs_tangent_rel_err"] <= 1e-10
     stats = report["serial"]["stats"]
     assert stats["gradient"]["recomputed_steps"] == 0
-    assert stats["checkpointed"]["recomputed_steps"] > 0 and stats["checkpointed"]["max_states_in_memory"] <= 10
+    assert stats["checkpointed"]["disk_writes"] > 0 and stats["checkpointed"]["max_states_in_memory"] <= 10
+    assert stats["revolve_ram"]["recomputed_steps"] > 0 and stats["revolve_ram"]["max_states_in_memory"] <= 10
+    assert stats["revolve_ram"].get("disk_writes", 0) == 0
+    assert isinstance(report["revolve_ram_gradient_over_forward"], float)
     for memory in (report["memory_serial"], report["memory_mpi2"]):
-        assert set(memory) == {"forward", "gradient", "checkpointed", "surrogate"}
+        assert set(memory) == {"forward", "gradient", "checkpointed", "revolve_ram", "surrogate"}
         assert all(min(r["maxrss_mib_per_rank"]) > 10 for r in memory.values())
     assert all(len(r["maxrss_mib_per_rank"]) == 2 for r in report["memory_mpi2"].values())
     assert 0 < report["serial"]["accuracy"]["surrogate_angle_deg"] < 90

@@ -49,15 +49,127 @@ from collections.abc import Sequence
 
 import dolfinx.fem as fem
 import numpy as np
+import ufl
 from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem.checkpointing import make_trajectory
+from sensitivity.fem import _backend
+from sensitivity.fem.checkpointing import MemoryTrajectory, make_trajectory
+from sensitivity.fem.generator import AdvectionDiffusion
 from sensitivity.fem.objective import Misfit, Tikhonov
 from sensitivity.fem.propagator import ThetaScheme, _copy_in
 from sensitivity.fem.tangent import Tangent
 
-__all__ = ["ReducedFunctional"]
+__all__ = ["OuterProductSums", "ReducedFunctional"]
+
+
+class OuterProductSums:
+    r"""Sums of outer products :math:`P = \sum_m \Lambda_m\theta_m^T` on the sparsity of :math:`A`; the adjoint gradient is then one assembly.
+
+    The gradient of this module, regrouped by state,
+
+    .. math::
+
+        \nabla F - \nabla\mathcal R = \sum_{m=0}^{N}\partial_c\bigl[\Lambda_{A,m}^T A(c)\,\theta_m
+          + \Lambda_{M,m}^T M(c)\,\theta_m\bigr],\qquad
+        \Lambda_{A,m} = -\Delta t\bigl(\vartheta\hat\lambda_m + (1-\vartheta)\hat\lambda_{m+1}\bigr),\quad
+        \Lambda_{M,m} = \hat\lambda_{m+1} - \hat\lambda_m
+
+    (:math:`\hat\lambda_0 = \hat\lambda_{N+1} = 0`), equals
+    :math:`\sum_{ij} P^A_{ij}\,\partial_c A_{ij} + P^M_{ij}\,\partial_c M_{ij}` with
+    :math:`P^A = \sum_m \Lambda_{A,m}\theta_m^T` (and :math:`P^M` likewise, SUPG only)
+    needed only on the sparsity pattern of :math:`A`. :meth:`add` costs one
+    :math:`O(\mathrm{nnz})` diagonal scaling and one sum of matrices (PETSc, no
+    assembly). :meth:`gradient` splits :math:`P` into the cell-local matrices
+    :math:`P^c_{ab} = P_{d_c(a)d_c(b)}` and assembles, once,
+
+    .. math::
+
+        \partial_c\sum_b a\bigl(u(c); T_b, S_b\bigr),\qquad T_b|_c = \phi^c_b,\quad S_b|_c = \sum_a P^c_{ab}\phi^c_a
+
+    with discontinuous Lagrange :math:`T_b, S_b` and the generator's own forms and
+    quadrature (:meth:`AdvectionDiffusion.paired_forms`), since
+    :math:`\sum_{ij}P_{ij}\partial_cA_{ij} = \sum_c\sum_{ab}P^c_{ab}\,\partial_c A^c_{ab}`.
+    Exact for the discrete scheme, SUPG (:math:`\tau(u)` non-polynomial) included.
+
+    Memory: three (SUPG: four) matrices with the sparsity of :math:`A`.
+
+    Parameters
+    ----------
+    problem : AdvectionDiffusion
+        The generator. Elements whose dofs need orientation transformations (Lagrange
+        degree ≥ 3) are not supported: :meth:`supports` tells.
+    """
+
+    def __init__(self, problem: AdvectionDiffusion):
+        if not self.supports(problem):
+            raise InvalidArgumentError(
+                f"OuterProductSums needs Lagrange degree <= 2 on simplices, got {problem.V.ufl_element()}")
+        self.problem = problem
+        A = problem.A
+        self._ones = A.duplicate(copy=True)
+        rows, cols, values = A.getValuesCSR()
+        self._ones.zeroEntries()
+        self._ones.setValuesCSR(rows, cols, np.ones_like(values))
+        self._ones.assemble()
+        self._work = self._ones.duplicate(copy=True)
+        self._sums = [self._ones.duplicate(copy=True) for _ in range(2 if problem.supg else 1)]
+        # Discontinuous Lagrange arguments T_b (local basis functions) and S_b (P^c columns).
+        V = problem.V
+        msh = V.mesh
+        degree = V.ufl_element().embedded_superdegree
+        W = fem.functionspace(msh, ("Discontinuous Lagrange", degree))
+        self._cells = np.arange(msh.topology.index_map(msh.topology.dim).size_local, dtype=np.int32)
+        self._W_dofs = W.dofmap.list[self._cells]
+        self._V_dofs = V.dofmap.list[self._cells]
+        nloc = self._V_dofs.shape[1]
+        self._T = [fem.Function(W) for _ in range(nloc)]
+        for b, T in enumerate(self._T):
+            T.x.array[self._W_dofs[:, b]] = 1.0
+        self._S = [[fem.Function(W) for _ in range(nloc)] for _ in self._sums]
+        pairs = [list(zip(self._T, S)) for S in self._S]
+        functional = problem.paired_forms(pairs[0], pairs[1] if problem.supg else ())
+        control = problem.control
+        self._form = _backend.form(ufl.derivative(functional, control.function, ufl.TestFunction(control.space)))
+        # Rows and columns of every local dof (owned and ghost), in local order, for the cell gather.
+        imap = V.dofmap.index_map
+        local_to_global = imap.local_to_global(np.arange(imap.size_local + imap.num_ghosts, dtype=np.int32))
+        self._is = PETSc.IS().createGeneral(local_to_global.astype(PETSc.IntType), comm=PETSc.COMM_SELF)
+
+    @staticmethod
+    def supports(problem: AdvectionDiffusion) -> bool:
+        """Whether the cell-local split works for this element (no dof transformations)."""
+        return not problem.V.element.needs_dof_transformations
+
+    def reset(self) -> None:
+        for P in self._sums:
+            P.zeroEntries()
+
+    def add(self, lam_a: PETSc.Vec, lam_m: PETSc.Vec | None, theta: PETSc.Vec) -> None:
+        r""":math:`P^A \mathrel{+}= \Lambda_A\theta^T`, :math:`P^M \mathrel{+}= \Lambda_M\theta^T` on the pattern (collective)."""
+        same = PETSc.Mat.Structure.SAME_NONZERO_PATTERN
+        for P, lam in zip(self._sums, (lam_a, lam_m)):
+            self._ones.copy(self._work, structure=same)
+            self._work.diagonalScale(lam, theta)
+            P.axpy(1.0, self._work, structure=same)
+
+    def gradient(self, out: PETSc.Vec) -> PETSc.Vec:
+        """Assemble :math:`\\sum_{ij}P_{ij}\\,\\partial_c A_{ij}` (+ M) into the control-space Vec ``out`` (collective)."""
+        for P, S in zip(self._sums, self._S):
+            (local,) = P.createSubMatrices(self._is, self._is)  # rows/columns of local + ghost dofs
+            indptr, indices, values = local.getValuesCSR()
+            local.destroy()
+            ncols = self._is.getLocalSize()
+            keys = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr)) * ncols + indices
+            for b, S_b in enumerate(S):
+                i, j = self._V_dofs, self._V_dofs[:, [b]]  # P^c_{ab} = P[d(a), d(b)], a = 0..nloc-1
+                position = np.searchsorted(keys, i.astype(np.int64) * ncols + j)
+                S_b.x.array[self._W_dofs] = values[position]
+        return _backend.assemble_vector(self._form, out)
+
+    def destroy(self) -> None:
+        for obj in (self._ones, self._work, *self._sums, self._is):
+            obj.destroy()
 
 
 class ReducedFunctional:
@@ -117,6 +229,7 @@ class ReducedFunctional:
         self._trajectory_options = {"memory_budget": memory_budget, "max_states": max_states,
                                     "directory": checkpoint_dir}
         self.stats: dict = {}
+        self._sums: OuterProductSums | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -179,7 +292,14 @@ class ReducedFunctional:
     # ------------------------------------------------------------------ gradient
 
     def value_and_gradient(self) -> tuple[float, fem.Function]:
-        """:math:`F(c)` and :math:`\\nabla F` (a Function in the control space) by one backward sweep (collective)."""
+        """:math:`F(c)` and :math:`\\nabla F` (a Function in the control space) by one backward sweep (collective).
+
+        The gradient terms are regrouped by state (see :class:`FeatureAccumulator`), so
+        each backward step needs :math:`\\theta_m` only. With the whole trajectory in
+        memory they are summed as quadrature-point features and assembled once;
+        under a checkpointing memory limit they are assembled step by step, which
+        needs no per-cell storage.
+        """
         s, prob = self.scheme, self.problem
         th, dt = s.theta, s.dt
         trajectory = make_trajectory(s.step, s.create_vector, self.nsteps, **self._trajectory_options)
@@ -191,31 +311,47 @@ class ReducedFunctional:
         trajectory.forward(self.theta0, accumulate).destroy()
         grad, work = self._new_control_vector(), self._new_control_vector()
         grad.set(0.0)
-        lam, lam_next, rhs, upper, mix, diff = (s.create_vector() for _ in range(6))
-        have_upper = False
-        for n, x in trajectory.reverse():
-            if have_upper:  # step n -> n+1 with lam_next = hat(lambda_{n+1}), upper = theta_{n+1}
-                mix.axpby(th, 0.0, upper)
-                mix.axpy(1.0 - th, x)
-                grad.axpy(-dt, prob.dA_adjoint_action(lam_next, mix, work))
-                if prob.supg:
-                    diff.waxpy(-1.0, x, upper)
-                    grad.axpy(-1.0, prob.dM_adjoint_action(lam_next, diff, work))
-            if n == 0:
-                break
-            self._adjoint_step(n, x, lam_next if have_upper else None, lam, rhs)
+        accumulator = self._accumulator() if isinstance(trajectory, MemoryTrajectory) else None
+        if accumulator is not None:
+            accumulator.reset()
+        lam, lam_next, rhs, lam_a, lam_m = (s.create_vector() for _ in range(5))
+        lam_next.set(0.0)  # hat(lambda_{N+1}) = 0
+        active = False  # lambda_m = lambda_{m+1} = 0 after the last observation: nothing to add
+        for m, x in trajectory.reverse():
+            if m > 0:
+                self._adjoint_step(m, x, lam_next, lam, rhs)
+            else:
+                lam.set(0.0)  # hat(lambda_0) = 0
+            active = active or any(mf.active(m) for mf in self.misfits)
+            if active:
+                lam_a.axpby(-dt * th, 0.0, lam)
+                lam_a.axpy(-dt * (1.0 - th), lam_next)
+                lam_m.waxpy(-1.0, lam, lam_next)
+                if accumulator is not None:
+                    accumulator.add(lam_a, lam_m, x)
+                else:
+                    grad.axpy(1.0, prob.dA_adjoint_action(lam_a, x, work))
+                    if prob.supg:
+                        grad.axpy(1.0, prob.dM_adjoint_action(lam_m, x, work))
             lam, lam_next = lam_next, lam
-            x.copy(upper)
-            have_upper = True
         self.stats = dict(trajectory.stats)
+        self.stats["gradient_terms"] = "outer products" if accumulator is not None else "assembled per step"
         trajectory.destroy()
+        if accumulator is not None:
+            accumulator.gradient(grad)
         value = total[0] + self._regularization_value()
         if self.regularization is not None:
             self.regularization.add_gradient(self.control, grad)
         out = self._as_function(grad, "gradient")
-        for v in (grad, work, lam, lam_next, rhs, upper, mix, diff):
+        for v in (grad, work, lam, lam_next, rhs, lam_a, lam_m):
             v.destroy()
         return value, out
+
+    def _accumulator(self) -> OuterProductSums | None:
+        """The (cached) outer-product sums of this problem, if its element supports them."""
+        if self._sums is None and OuterProductSums.supports(self.problem):
+            self._sums = OuterProductSums(self.problem)
+        return self._sums
 
     def _adjoint_step(self, n: int, theta: PETSc.Vec, lam_next: PETSc.Vec | None, lam: PETSc.Vec,
                       rhs: PETSc.Vec, extra: PETSc.Vec | None = None) -> None:

@@ -112,6 +112,7 @@ class AdvectionDiffusion:
                 raise InvalidArgumentError(f"bcs must be dolfinx.fem.DirichletBC objects, got {type(bc).__name__}")
 
         theta, phi = ufl.TrialFunction(V), ufl.TestFunction(V)
+        self._arguments = (theta, phi)
         self._m_ufl, self._a_ufl = self.forms(theta, phi, control.velocity())
         self._m, self._a = _backend.form(self._m_ufl), _backend.form(self._a_ufl)
         # Derivatives along a direction held in a work Function of the control space.
@@ -152,6 +153,21 @@ class AdvectionDiffusion:
             m = m + streamline * theta * dx
             a = a + streamline * (ufl.dot(u, ufl.grad(theta)) - kappa * ufl.div(ufl.grad(theta))) * dx
         return m, a
+
+    def paired_forms(self, pairs_a, pairs_m=()):
+        r"""The functional :math:`\sum_r a(u(c); \theta_r, \lambda_r) + \sum_r m(u(c); \theta_r, \mu_r)` of the control (UFL).
+
+        ``pairs_a`` and ``pairs_m`` are sequences of ``(theta_r, lambda_r)`` Functions
+        (any space whose cell restrictions the forms accept, e.g. discontinuous
+        Lagrange); they replace the trial and test functions of :math:`a` and
+        :math:`m`, with the same quadrature. Its derivative with respect to the
+        control contracts :math:`\partial_c A` and :math:`\partial_c M` with
+        cell-local matrices (:class:`sensitivity.fem.adjoint.OuterProductSums`).
+        """
+        trial, test = self._arguments
+        terms = [ufl.replace(self._a_ufl, {trial: t, test: s}) for t, s in pairs_a]
+        terms += [ufl.replace(self._m_ufl, {trial: t, test: s}) for t, s in pairs_m]
+        return sum(terms[1:], terms[0])
 
     def update(self) -> None:
         """Reassemble :attr:`M` and :attr:`A` after the control's values changed (collective)."""
