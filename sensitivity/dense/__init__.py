@@ -3,8 +3,10 @@
 Exact Fréchet derivatives of ``exp(tQ)`` by four independent methods, gradients
 of scalar functions of ``exp(tQ)``, the surrogate family (seed 1.6, 4.1, order K),
 rate-matrix asymptotics with the corrected group-inverse formula and explicit
-constants, skew-Hermitian secular surrogates, and random rate-matrix ensembles
-(seed §3). Needs only NumPy and SciPy; it is also the oracle for the PDE code.
+constants, skew-Hermitian secular surrogates, random rate-matrix ensembles
+(seed §3), and the toy quantum model of seed §4.1 (exact Jacobian and adjoint
+gradient in the potential, surrogates, estimation). Needs only NumPy and SciPy;
+it is also the oracle for the PDE code.
 """
 
 from sensitivity.dense.ensembles import (
@@ -24,6 +26,14 @@ from sensitivity.dense.frechet import (
     expm_frechet_series,
     expm_gradient,
     value_and_gradient,
+)
+from sensitivity.dense.quantum import (
+    PotentialEstimate,
+    SurrogateErrors,
+    ToyQuantumModel,
+    estimate_potential,
+    fix_gauge,
+    surrogate_errors,
 )
 from sensitivity.dense.rate_matrix import (
     AsymptoticBound,
@@ -50,12 +60,16 @@ __all__ = [
     "METHODS",
     "AsymptoticBound",
     "EigenFrechet",
+    "PotentialEstimate",
     "RateMatrix",
     "SkewHermitian",
+    "SurrogateErrors",
+    "ToyQuantumModel",
     "ad_terms",
     "check_rate_matrix",
     "check_skew_hermitian",
     "ensemble_statistics",
+    "estimate_potential",
     "exp_divided_differences",
     "expm_frechet",
     "expm_frechet_block",
@@ -64,6 +78,7 @@ __all__ = [
     "expm_frechet_series",
     "expm_gradient",
     "first_order_surrogate",
+    "fix_gauge",
     "group_inverse",
     "is_rate_matrix",
     "random_rate_matrix",
@@ -74,5 +89,6 @@ __all__ = [
     "spectral_gap",
     "spectral_statistics",
     "stationary_distribution",
+    "surrogate_errors",
     "value_and_gradient",
 ]
