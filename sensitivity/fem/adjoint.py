@@ -55,12 +55,18 @@ from petsc4py import PETSc
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.fem import _backend
 from sensitivity.fem.checkpointing import MemoryTrajectory, make_trajectory
-from sensitivity.fem.generator import AdvectionDiffusion
+from sensitivity.fem.generator import Generator
 from sensitivity.fem.objective import Misfit, Tikhonov
 from sensitivity.fem.propagator import ThetaScheme, _copy_in
 from sensitivity.fem.tangent import Tangent
 
 __all__ = ["OuterProductSums", "ReducedFunctional"]
+
+
+def _cell_dofs(space: fem.FunctionSpace, cells: np.ndarray) -> np.ndarray:
+    """Local dof indices (blocks expanded, element order) of ``cells``: shape (len(cells), dofs per cell)."""
+    bs = space.dofmap.bs
+    return (space.dofmap.list[cells][:, :, None] * bs + np.arange(bs)).reshape(len(cells), -1)
 
 
 class OuterProductSums:
@@ -88,7 +94,7 @@ class OuterProductSums:
         \partial_c\sum_b a\bigl(u(c); T_b, S_b\bigr),\qquad T_b|_c = \phi^c_b,\quad S_b|_c = \sum_a P^c_{ab}\phi^c_a
 
     with discontinuous Lagrange :math:`T_b, S_b` and the generator's own forms and
-    quadrature (:meth:`AdvectionDiffusion.paired_forms`), since
+    quadrature (:meth:`Generator.paired_forms`), since
     :math:`\sum_{ij}P_{ij}\partial_cA_{ij} = \sum_c\sum_{ab}P^c_{ab}\,\partial_c A^c_{ab}`.
     Exact for the discrete scheme, SUPG (:math:`\tau(u)` non-polynomial) included.
 
@@ -96,12 +102,12 @@ class OuterProductSums:
 
     Parameters
     ----------
-    problem : AdvectionDiffusion
+    problem : Generator
         The generator. Elements whose dofs need orientation transformations (Lagrange
         degree ≥ 3) are not supported: :meth:`supports` tells.
     """
 
-    def __init__(self, problem: AdvectionDiffusion):
+    def __init__(self, problem: Generator):
         if not self.supports(problem):
             raise InvalidArgumentError(
                 f"OuterProductSums needs Lagrange degree <= 2 on simplices, got {problem.V.ufl_element()}")
@@ -113,31 +119,31 @@ class OuterProductSums:
         self._ones.setValuesCSR(rows, cols, np.ones_like(values))
         self._ones.assemble()
         self._work = self._ones.duplicate(copy=True)
-        self._sums = [self._ones.duplicate(copy=True) for _ in range(2 if problem.supg else 1)]
+        self._sums = [self._ones.duplicate(copy=True) for _ in range(2 if problem.mass_depends_on_control else 1)]
         # Discontinuous Lagrange arguments T_b (local basis functions) and S_b (P^c columns).
         V = problem.V
         msh = V.mesh
-        degree = V.ufl_element().embedded_superdegree
-        W = fem.functionspace(msh, ("Discontinuous Lagrange", degree))
-        self._cells = np.arange(msh.topology.index_map(msh.topology.dim).size_local, dtype=np.int32)
-        self._W_dofs = W.dofmap.list[self._cells]
-        self._V_dofs = V.dofmap.list[self._cells]
+        W = fem.functionspace(msh, ("Discontinuous Lagrange", V.ufl_element().embedded_superdegree,
+                                    tuple(V.value_shape)))
+        cells = np.arange(msh.topology.index_map(msh.topology.dim).size_local, dtype=np.int32)
+        self._W_dofs, self._V_dofs = _cell_dofs(W, cells), _cell_dofs(V, cells)
         nloc = self._V_dofs.shape[1]
         self._T = [fem.Function(W) for _ in range(nloc)]
         for b, T in enumerate(self._T):
             T.x.array[self._W_dofs[:, b]] = 1.0
         self._S = [[fem.Function(W) for _ in range(nloc)] for _ in self._sums]
         pairs = [list(zip(self._T, S)) for S in self._S]
-        functional = problem.paired_forms(pairs[0], pairs[1] if problem.supg else ())
+        functional = problem.paired_forms(pairs[0], pairs[1] if problem.mass_depends_on_control else ())
         control = problem.control
         self._form = _backend.form(ufl.derivative(functional, control.function, ufl.TestFunction(control.space)))
         # Rows and columns of every local dof (owned and ghost), in local order, for the cell gather.
-        imap = V.dofmap.index_map
-        local_to_global = imap.local_to_global(np.arange(imap.size_local + imap.num_ghosts, dtype=np.int32))
-        self._is = PETSc.IS().createGeneral(local_to_global.astype(PETSc.IntType), comm=PETSc.COMM_SELF)
+        imap, bs = V.dofmap.index_map, V.dofmap.index_map_bs
+        nodes = imap.local_to_global(np.arange(imap.size_local + imap.num_ghosts, dtype=np.int32))
+        rows = (nodes[:, None] * bs + np.arange(bs)).ravel()
+        self._is = PETSc.IS().createGeneral(rows.astype(PETSc.IntType), comm=PETSc.COMM_SELF)
 
     @staticmethod
-    def supports(problem: AdvectionDiffusion) -> bool:
+    def supports(problem: Generator) -> bool:
         """Whether the cell-local split works for this element (no dof transformations)."""
         return not problem.V.element.needs_dof_transformations
 
@@ -331,7 +337,7 @@ class ReducedFunctional:
                     accumulator.add(lam_a, lam_m, x)
                 else:
                     grad.axpy(1.0, prob.dA_adjoint_action(lam_a, x, work))
-                    if prob.supg:
+                    if prob.mass_depends_on_control:
                         grad.axpy(1.0, prob.dM_adjoint_action(lam_m, x, work))
             lam, lam_next = lam_next, lam
         self.stats = dict(trajectory.stats)
@@ -427,7 +433,7 @@ class ReducedFunctional:
             extra.set(0.0)
             for m in self.misfits:
                 if m.active(n):
-                    m.add_hessian_action(n, rhos[n], extra)
+                    m.add_hessian_action(n, thetas[n], rhos[n], extra)
             dA_v.multTranspose(lam, tmp)
             extra.axpy(-th * dt, tmp)
             if n < N:
@@ -464,11 +470,13 @@ class ReducedFunctional:
         mix_rho.axpy(1.0 - th, r0)
         hv.axpy(-dt, prob.dA_adjoint_action(lam2_1, mix, work))
         hv.axpy(-dt, prob.dA_adjoint_action(lam1, mix_rho, work))
-        if prob.supg:
+        if not prob.affine_in_control:
             hv.axpy(-dt, prob.d2A_adjoint_action(lam1, mix, v, work))
+        if prob.mass_depends_on_control:
             tmp.waxpy(-1.0, x0, x1)
             hv.axpy(-1.0, prob.dM_adjoint_action(lam2_1, tmp, work))
-            hv.axpy(-1.0, prob.d2M_adjoint_action(lam1, tmp, v, work))
+            if not prob.affine_in_control:
+                hv.axpy(-1.0, prob.d2M_adjoint_action(lam1, tmp, v, work))
             tmp.waxpy(-1.0, r0, r1)
             hv.axpy(-1.0, prob.dM_adjoint_action(lam1, tmp, work))
 

@@ -36,7 +36,7 @@ from slepc4py import SLEPc
 from sensitivity.dense._checks import as_time
 from sensitivity.errors import InvalidArgumentError, SensitivityError
 from sensitivity.fem import _backend
-from sensitivity.fem.generator import AdvectionDiffusion
+from sensitivity.fem.generator import Generator
 from sensitivity.fem.propagator import _copy_in
 
 __all__ = ["ExponentialPropagator"]
@@ -91,7 +91,7 @@ class ExponentialPropagator:
 
     Parameters
     ----------
-    problem : AdvectionDiffusion
+    problem : Generator
         Time-invariant; Dirichlet conditions, if any, homogeneous.
     tol : float
         MFN relative tolerance.
@@ -103,14 +103,14 @@ class ExponentialPropagator:
 
     def __init__(
         self,
-        problem: AdvectionDiffusion,
+        problem: Generator,
         *,
         tol: float = 1e-12,
         mass_petsc_options: Mapping[str, Any] | None = None,
         mfn_options: Mapping[str, Any] | None = None,
     ):
-        if not isinstance(problem, AdvectionDiffusion):
-            raise InvalidArgumentError(f"problem must be an AdvectionDiffusion, got {type(problem).__name__}")
+        if not isinstance(problem, Generator):
+            raise InvalidArgumentError(f"problem must be a Generator (e.g. AdvectionDiffusion), got {type(problem).__name__}")
         if not (0 < tol < 1):
             raise InvalidArgumentError(f"tol must be in (0, 1), got {tol!r}")
         self.problem = problem

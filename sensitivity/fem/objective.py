@@ -80,17 +80,24 @@ class Misfit(ABC):
         """``out += ∇f_n(θ)`` (collective)."""
 
     @abstractmethod
-    def add_hessian_action(self, n: int, rho: PETSc.Vec, out: PETSc.Vec) -> None:
-        """``out += ∇²f_n ρ`` (collective; the terms are quadratic, so the Hessian is constant)."""
+    def add_hessian_action(self, n: int, theta: PETSc.Vec, rho: PETSc.Vec, out: PETSc.Vec) -> None:
+        """``out += ∇²f_n(θ) ρ`` (collective)."""
 
 
 class ObservationMisfit(Misfit):
-    r"""Weighted least squares of linear observations, :math:`\tfrac12\|\Sigma^{-1}(P\theta_n - d_n)\|^2`.
+    r"""Weighted least squares of observations, :math:`\tfrac12\|\Sigma^{-1}(y(\theta_n) - d_n)\|^2`.
+
+    Gradient :math:`y'(\theta)^T\Sigma^{-2}r`; Hessian action
+    :math:`y'^T\Sigma^{-2}y'\rho + \sum_j(\Sigma^{-2}r)_j\nabla^2y_j\,\rho` (the second term
+    vanishes for linear observations).
 
     Parameters
     ----------
-    observation : PointSensors or RegionAverages
-        Anything with ``evaluate(theta) -> (m,)`` and ``apply_transpose(w, out)``.
+    observation : Observation
+        :class:`~sensitivity.fem.PointSensors`, :class:`~sensitivity.fem.RegionAverages`
+        (linear), :class:`~sensitivity.fem.DensitySensors`,
+        :class:`~sensitivity.fem.RegionProbabilities` (quadratic), or anything with
+        the methods of :class:`~sensitivity.fem.observation.Observation`.
     steps : sequence of int
         The observation steps n (times n·dt).
     data : array_like, shape (len(steps), m)
@@ -121,10 +128,13 @@ class ObservationMisfit(Misfit):
         return 0.5 * float(np.sum(self.weights[self._index[n]] * r**2))
 
     def add_gradient(self, n, theta, out):
-        self.observation.apply_transpose(self.weights[self._index[n]] * self.residual(n, theta), out)
+        self.observation.add_jacobian_transpose(theta, self.weights[self._index[n]] * self.residual(n, theta), out)
 
-    def add_hessian_action(self, n, rho, out):
-        self.observation.apply_transpose(self.weights[self._index[n]] * self.observation.evaluate(rho), out)
+    def add_hessian_action(self, n, theta, rho, out):
+        obs, weights = self.observation, self.weights[self._index[n]]
+        obs.add_jacobian_transpose(theta, weights * obs.jacobian_action(theta, rho), out)
+        if not obs.linear:
+            obs.add_hessian_action(theta, weights * self.residual(n, theta), rho, out)
 
 
 class FieldMisfit(Misfit):
@@ -150,7 +160,7 @@ class FieldMisfit(Misfit):
             raise InvalidArgumentError(f"weight must be positive and finite, got {weight!r}")
         self.weight = float(weight)
         u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
-        self.M = _backend.assemble_matrix(_backend.form(u * w * ufl.dx))
+        self.M = _backend.assemble_matrix(_backend.form(ufl.inner(u, w) * ufl.dx))
         self.fields = data  # keeps the Functions (and so their vectors) alive
         self.data = [f.x.petsc_vec for f in data]
         self._r = self.M.createVecLeft()
@@ -168,7 +178,7 @@ class FieldMisfit(Misfit):
         self._residual(n, theta)
         out.axpy(self.weight, self._Mr)
 
-    def add_hessian_action(self, n, rho, out):
+    def add_hessian_action(self, n, theta, rho, out):
         self.M.mult(rho, self._Mr)
         out.axpy(self.weight, self._Mr)
 

@@ -1,4 +1,10 @@
-r"""Point observations :math:`y_k = \theta(x_k) = \sum_j \phi_j(x_k)\,\theta_j` across MPI ranks.
+r"""Observations of the state across MPI ranks: linear (point values, region averages) and quadratic (densities).
+
+Every observation :math:`y(\theta) \in \mathbb R^m` offers the methods of
+:class:`Observation` (value, Jacobian action and transpose, Hessian action), which
+:class:`~sensitivity.fem.ObservationMisfit` uses. Linear ones:
+
+Point observations :math:`y_k = \theta(x_k) = \sum_j \phi_j(x_k)\,\theta_j`.
 
 The observation operator is a sparse matrix :math:`P` with one row per sensor.
 Each sensor is owned by exactly one rank (the lowest rank whose owned cells
@@ -11,6 +17,10 @@ once by evaluating the cell's basis functions at the point. Then
 
 Points outside the mesh raise :class:`~sensitivity.errors.InvalidArgumentError`
 on every rank.
+
+Quadratic ones, for the Schrödinger state :math:`w = (a, b)`, :math:`\psi = a + ib`
+(SPEC §3): :class:`DensitySensors`, :math:`y_k = |\psi(x_k)|^2 = a(x_k)^2 + b(x_k)^2`,
+and :class:`RegionProbabilities`, :math:`y_r = \int_{\Omega_r}|\psi|^2 = w^TM_rw`.
 """
 
 from __future__ import annotations
@@ -25,11 +35,52 @@ from petsc4py import PETSc
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.fem import _backend
 
-__all__ = ["PointSensors", "RegionAverages"]
+__all__ = ["DensitySensors", "Observation", "PointSensors", "RegionAverages", "RegionProbabilities"]
 
 
-class PointSensors:
-    r"""Point-evaluation operator :math:`P` for a scalar Lagrange space.
+class Observation:
+    """The interface of an observation :math:`y(\\theta)` (``num_sensors`` values, the same on every rank)."""
+
+    #: Whether y is linear in the state (then the Hessian term vanishes).
+    linear: bool = True
+
+    @property
+    def num_sensors(self) -> int:
+        raise NotImplementedError
+
+    def evaluate(self, theta) -> np.ndarray:
+        """:math:`y(\\theta)`, shape (m,), on every rank (collective)."""
+        raise NotImplementedError
+
+    def apply_transpose(self, w, out: PETSc.Vec) -> PETSc.Vec:
+        """``out += P^T w`` (linear observations only; collective)."""
+        raise NotImplementedError
+
+    def jacobian_action(self, theta: PETSc.Vec, rho: PETSc.Vec) -> np.ndarray:
+        """:math:`y'(\\theta)\\rho`, shape (m,) (collective)."""
+        return self.evaluate(rho)
+
+    def add_jacobian_transpose(self, theta: PETSc.Vec, w, out: PETSc.Vec) -> PETSc.Vec:
+        """``out += y'(θ)^T w`` (collective)."""
+        return self.apply_transpose(w, out)
+
+    def add_hessian_action(self, theta: PETSc.Vec, w, rho: PETSc.Vec, out: PETSc.Vec) -> PETSc.Vec:
+        """``out += Σ_k w_k ∇²y_k(θ) ρ`` (zero for linear observations; collective)."""
+        return out
+
+    def _check_weights(self, w) -> np.ndarray:
+        w = np.asarray(w, dtype=float)
+        if w.shape != (self.num_sensors,):
+            raise InvalidArgumentError(f"w must have shape ({self.num_sensors},), got {w.shape}")
+        return w
+
+
+class PointSensors(Observation):
+    r"""Point-evaluation operator :math:`P` for a Lagrange space.
+
+    For a space with ``bs`` components (blocked, e.g. the Schrödinger pair
+    :math:`(a, b)`) :meth:`evaluate` and :meth:`apply_transpose` act on the first
+    component; :meth:`evaluate_components` gives all, shape (n, bs).
 
     Parameters
     ----------
@@ -64,18 +115,19 @@ class PointSensors:
             raise InvalidArgumentError(f"sensor point {k} at {self.points[k, : msh.geometry.dim]} is outside the mesh")
         self.owner = owner
         self._local = [k for k in range(n) if owner[k] == comm.rank]
-        # Rows of P for the local sensors: evaluate each basis function of the cell at the point.
+        # Rows of P for the local sensors: evaluate each (scalar) basis function of the cell at the point.
         work = fem.Function(V)
+        self.bs = bs = V.dofmap.bs
         self._dofs, self._weights = [], []
         for k in self._local:
             cell = colliding.links(k)[0]
-            dofs = V.dofmap.cell_dofs(cell)
-            weights = np.empty(len(dofs))
-            for i, dof in enumerate(dofs):
+            nodes = V.dofmap.cell_dofs(cell)
+            weights = np.empty(len(nodes))
+            for i, node in enumerate(nodes):
                 work.x.array[:] = 0.0
-                work.x.array[dof] = 1.0
+                work.x.array[node * bs] = 1.0
                 weights[i] = work.eval(self.points[k], np.array([cell], dtype=np.int32))[0]
-            self._dofs.append(np.asarray(dofs, dtype=np.int32))
+            self._dofs.append(np.asarray(nodes, dtype=np.int32) * bs)  # first component; + j for component j
             self._weights.append(weights)
         self._work = work
 
@@ -85,34 +137,42 @@ class PointSensors:
 
     def evaluate(self, theta: fem.Function | PETSc.Vec) -> np.ndarray:
         r""":math:`P\theta` as an array of shape (n,) on every rank (collective)."""
+        return self.evaluate_components(theta)[:, 0]
+
+    def evaluate_components(self, theta: fem.Function | PETSc.Vec) -> np.ndarray:
+        r"""All components at the points, shape (n, bs), on every rank (collective)."""
         if isinstance(theta, fem.Function):
             values = theta.x.array
         else:
             theta.copy(self._work.x.petsc_vec)
             self._work.x.scatter_forward()
             values = self._work.x.array
-        local = np.zeros(self.num_sensors)
+        local = np.zeros((self.num_sensors, self.bs))
         for k, dofs, w in zip(self._local, self._dofs, self._weights):
-            local[k] = w @ values[dofs]
+            for j in range(self.bs):
+                local[k, j] = w @ values[dofs + j]
         out = np.empty_like(local)
         self.comm.Allreduce(local, out, op=MPI.SUM)
         return out
 
     def apply_transpose(self, w, out: PETSc.Vec) -> PETSc.Vec:
         r"""``out += P^T w`` for sensor weights ``w`` of shape (n,), the same on every rank (collective)."""
-        w = np.asarray(w, dtype=float)
-        if w.shape != (self.num_sensors,):
-            raise InvalidArgumentError(f"w must have shape ({self.num_sensors},), got {w.shape}")
+        w = self._check_weights(w)
+        return self.apply_transpose_components(np.column_stack([w] + [np.zeros_like(w)] * (self.bs - 1)), out)
+
+    def apply_transpose_components(self, w, out: PETSc.Vec) -> PETSc.Vec:
+        r"""``out += P^T w`` for weights of shape (n, bs), one column per component (collective)."""
         work = self._work
         work.x.array[:] = 0.0
         for k, dofs, weights in zip(self._local, self._dofs, self._weights):
-            np.add.at(work.x.array, dofs, w[k] * weights)
+            for j in range(self.bs):
+                np.add.at(work.x.array, dofs + j, w[k, j] * weights)
         work.x.petsc_vec.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         out.array[:] += work.x.petsc_vec.array
         return out
 
 
-class RegionAverages:
+class RegionAverages(Observation):
     r"""Region averages :math:`y_r = \frac{1}{|\Omega_r|}\int_{\Omega_r}\theta\,dx`, a linear observation operator.
 
     Each row is the assembled vector :math:`m_r = \int_{\Omega_r}\phi_i\,dx / |\Omega_r|`,
@@ -154,9 +214,106 @@ class RegionAverages:
 
     def apply_transpose(self, w, out: PETSc.Vec) -> PETSc.Vec:
         """``out += sum_r w_r m_r`` (collective)."""
-        w = np.asarray(w, dtype=float)
-        if w.shape != (self.num_sensors,):
-            raise InvalidArgumentError(f"w must have shape ({self.num_sensors},), got {w.shape}")
+        w = self._check_weights(w)
         for wr, row in zip(w, self.rows):
             out.axpy(float(wr), row)
         return out
+
+
+class DensitySensors(Observation):
+    r"""Probability densities :math:`y_k = |\psi(x_k)|^2 = a(x_k)^2 + b(x_k)^2` at points (SPEC §3).
+
+    With the point values :math:`(Pa)_k, (Pb)_k` of the two components:
+    :math:`y' \rho = 2(Pa\circ P\rho_a + Pb\circ P\rho_b)`, the transpose
+    :math:`2P^T(w\circ Pa),\ 2P^T(w\circ Pb)`, and :math:`\sum_k w_k\nabla^2 y_k\,\rho =
+    2P^T(w\circ P\rho)` per component.
+
+    Parameters
+    ----------
+    W : dolfinx.fem.FunctionSpace
+        The real-split Schrödinger space (Lagrange with two components).
+    points : array_like, shape (n, gdim)
+    """
+
+    linear = False
+
+    def __init__(self, W: fem.FunctionSpace, points):
+        if W.dofmap.bs != 2:
+            raise InvalidArgumentError(f"densities need the two-component (Re, Im) space, got block size {W.dofmap.bs}")
+        self.sensors = PointSensors(W, points)
+        self.points = self.sensors.points
+
+    @property
+    def num_sensors(self) -> int:
+        return self.sensors.num_sensors
+
+    def evaluate(self, w) -> np.ndarray:
+        return np.sum(self.sensors.evaluate_components(w) ** 2, axis=1)
+
+    def jacobian_action(self, w, rho) -> np.ndarray:
+        return 2.0 * np.sum(self.sensors.evaluate_components(w) * self.sensors.evaluate_components(rho), axis=1)
+
+    def add_jacobian_transpose(self, w, weights, out):
+        weights = self._check_weights(weights)
+        return self.sensors.apply_transpose_components(2.0 * weights[:, None] * self.sensors.evaluate_components(w), out)
+
+    def add_hessian_action(self, w, weights, rho, out):
+        weights = self._check_weights(weights)
+        return self.sensors.apply_transpose_components(2.0 * weights[:, None] * self.sensors.evaluate_components(rho), out)
+
+
+class RegionProbabilities(Observation):
+    r"""Probabilities :math:`y_r = \int_{\Omega_r}|\psi|^2\,dx = w^TM_rw` of tagged regions (SPEC §3).
+
+    Parameters
+    ----------
+    W : dolfinx.fem.FunctionSpace
+        The real-split Schrödinger space (two components).
+    cell_tags : dolfinx.mesh.MeshTags
+    tags : sequence of int
+    """
+
+    linear = False
+
+    def __init__(self, W: fem.FunctionSpace, cell_tags, tags):
+        self.tags = [int(t) for t in np.atleast_1d(tags)]
+        if not self.tags:
+            raise InvalidArgumentError("at least one region tag is needed")
+        comm = W.mesh.comm
+        dx = ufl.Measure("dx", domain=W.mesh, subdomain_data=cell_tags)
+        u, v = ufl.TrialFunction(W), ufl.TestFunction(W)
+        self.mass = []
+        for tag in self.tags:
+            area = comm.allreduce(fem.assemble_scalar(fem.form(fem.Constant(W.mesh, 1.0) * dx(tag))))
+            if area <= 0.0:
+                raise InvalidArgumentError(f"region tag {tag} has no cells")
+            self.mass.append(_backend.assemble_matrix(_backend.form(ufl.inner(u, v) * dx(tag))))
+        self._work = self.mass[0].createVecLeft()
+
+    @property
+    def num_sensors(self) -> int:
+        return len(self.mass)
+
+    def evaluate(self, w) -> np.ndarray:
+        w = w.x.petsc_vec if isinstance(w, fem.Function) else w
+        out = np.empty(self.num_sensors)
+        for r, Mr in enumerate(self.mass):
+            Mr.mult(w, self._work)
+            out[r] = self._work.dot(w)
+        return out
+
+    def jacobian_action(self, w, rho) -> np.ndarray:
+        out = np.empty(self.num_sensors)
+        for r, Mr in enumerate(self.mass):
+            Mr.mult(w, self._work)
+            out[r] = 2.0 * self._work.dot(rho)
+        return out
+
+    def add_jacobian_transpose(self, w, weights, out):
+        for wr, Mr in zip(self._check_weights(weights), self.mass):
+            Mr.mult(w, self._work)
+            out.axpy(2.0 * float(wr), self._work)
+        return out
+
+    def add_hessian_action(self, w, weights, rho, out):
+        return self.add_jacobian_transpose(rho, weights, out)

@@ -25,7 +25,7 @@ from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.fem import _backend
-from sensitivity.fem.generator import AdvectionDiffusion
+from sensitivity.fem.generator import Generator
 
 __all__ = ["ThetaScheme"]
 
@@ -37,11 +37,11 @@ def _positive(value, name: str) -> float:
 
 
 class ThetaScheme:
-    r"""θ-scheme propagator for an :class:`AdvectionDiffusion` generator.
+    r"""θ-scheme propagator for a :class:`~sensitivity.fem.generator.Generator` (advection–diffusion, Schrödinger).
 
     Parameters
     ----------
-    problem : AdvectionDiffusion
+    problem : Generator
     dt : float
         Time step, > 0.
     theta : float
@@ -59,14 +59,14 @@ class ThetaScheme:
 
     def __init__(
         self,
-        problem: AdvectionDiffusion,
+        problem: Generator,
         dt: float,
         *,
         theta: float = 0.5,
         petsc_options: Mapping[str, Any] | None = None,
     ):
-        if not isinstance(problem, AdvectionDiffusion):
-            raise InvalidArgumentError(f"problem must be an AdvectionDiffusion, got {type(problem).__name__}")
+        if not isinstance(problem, Generator):
+            raise InvalidArgumentError(f"problem must be a Generator (e.g. AdvectionDiffusion), got {type(problem).__name__}")
         self.problem = problem
         self.dt = _positive(dt, "dt")
         if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0.5 <= theta <= 1.0:
@@ -74,8 +74,9 @@ class ThetaScheme:
         self.theta = float(theta)
         # Owned Dirichlet rows, local (for vectors) and global (for MatZeroRows).
         self._bc_local, self._g_values = problem.dirichlet_rows()
-        imap = problem.V.dofmap.index_map
-        self._bc_global = imap.local_to_global(self._bc_local).astype(PETSc.IntType)
+        imap, bs = problem.V.dofmap.index_map, problem.V.dofmap.index_map_bs  # the rows are unrolled dofs
+        nodes = imap.local_to_global(self._bc_local // bs)
+        self._bc_global = (nodes * bs + self._bc_local % bs).astype(PETSc.IntType)
         self.L = problem.M.duplicate(copy=True)
         self.R = problem.M.duplicate(copy=True)
         self._fill_operators()

@@ -22,15 +22,19 @@ import ufl
 
 from sensitivity.errors import InvalidArgumentError
 
-__all__ = ["StreamFunction", "VelocityControl", "VelocityField"]
+__all__ = ["Control", "StreamFunction", "VelocityControl", "VelocityField"]
 
 
-class VelocityControl(ABC):
-    """Base class: a control Function and the (linear) velocity it defines."""
+class Control:
+    """A control: the Function whose degrees of freedom are the parameters.
+
+    Generators (:class:`~sensitivity.fem.generator.Generator`) differentiate their
+    forms with respect to :attr:`function`; directions are Functions in :attr:`space`.
+    """
 
     def __init__(self, function: fem.Function):
         if not isinstance(function, fem.Function):
-            raise InvalidArgumentError(f"a velocity control must be a dolfinx.fem.Function, got {type(function).__name__}")
+            raise InvalidArgumentError(f"a control must be a dolfinx.fem.Function, got {type(function).__name__}")
         self.function = function
 
     @property
@@ -41,13 +45,6 @@ class VelocityControl(ABC):
     def mesh(self):
         return self.space.mesh
 
-    #: True if u is a first derivative of the control (one polynomial degree lower).
-    velocity_is_derivative: bool = False
-
-    @abstractmethod
-    def velocity(self, c: fem.Function | None = None):
-        """The UFL velocity :math:`u(c)` (default: of the control itself)."""
-
     def check_direction(self, v: fem.Function, name: str = "direction") -> fem.Function:
         """Raise unless ``v`` is a Function in the control space."""
         if not isinstance(v, fem.Function) or v.function_space != self.space:
@@ -56,6 +53,17 @@ class VelocityControl(ABC):
                 f"got {getattr(v, 'function_space', type(v).__name__)}"
             )
         return v
+
+
+class VelocityControl(Control, ABC):
+    """Base class of the velocity controls: a control Function and the (linear) velocity it defines."""
+
+    #: True if u is a first derivative of the control (one polynomial degree lower).
+    velocity_is_derivative: bool = False
+
+    @abstractmethod
+    def velocity(self, c: fem.Function | None = None):
+        """The UFL velocity :math:`u(c)` (default: of the control itself)."""
 
 
 class VelocityField(VelocityControl):
