@@ -19,7 +19,10 @@ exponential (SPEC §1) in Krylov form:
 It is the :math:`\Delta t \to 0` limit of the θ-scheme and its tangent, and equals
 the dense toolkit's ``expm_frechet(Q, J, t) @ theta0`` on small meshes.
 Dirichlet conditions must be homogeneous here (the affine case has no plain
-exponential form); their rows are kept at zero.
+exponential form). The walls are eliminated: on the free rows F,
+:math:`Q = -M_{FF}^{-1}A_{FF}` (the :math:`\Delta t \to 0` limit of the θ-scheme, which
+keeps the wall rows at zero), applied with :math:`M` factored with identity wall
+rows and columns; wall rows of every result are zero.
 """
 
 from __future__ import annotations
@@ -122,20 +125,25 @@ class ExponentialPropagator:
             raise InvalidArgumentError(
                 f"the exponential propagator needs homogeneous Dirichlet values, got max |g| = {nonzero:g}"
             )
-        self.mass_ksp = _backend.create_ksp(problem.M, mass_petsc_options, "mass")
+        # M with identity wall rows and columns: its solve is M_FF^{-1} on the free rows.
+        self._mass = problem.M.duplicate(copy=True)
+        self._mass.zeroRowsColumns(problem.dirichlet_global_rows(self._bc_local), 1.0)
+        self.mass_ksp = _backend.create_ksp(self._mass, mass_petsc_options, "mass")
         self._w = problem.create_vector()
 
     # ------------------------------------------------------------------ operators
 
     def solve_mass(self, b: PETSc.Vec, out: PETSc.Vec) -> None:
+        r"""``out`` = :math:`M_{FF}^{-1}b_F` on the free rows, zero on the walls (collective)."""
+        b.array[self._bc_local] = 0.0
         self.mass_ksp.solve(b, out)
+        out.array[self._bc_local] = 0.0
 
     def apply_Q(self, x: PETSc.Vec, y: PETSc.Vec) -> None:
-        r""":math:`y = Qx = -M^{-1}Ax`, with Dirichlet rows set to zero (collective)."""
+        r""":math:`y = Qx = -M_{FF}^{-1}A_{FF}x_F`, zero on the walls (collective)."""
         self.problem.A.mult(x, self._w)
         self.solve_mass(self._w, y)
         y.scale(-1.0)
-        y.array[self._bc_local] = 0.0
 
     def _mfn(self, mat: PETSc.Mat, t: float) -> SLEPc.MFN:
         mfn = SLEPc.MFN().create(mat.getComm())
@@ -168,6 +176,7 @@ class ExponentialPropagator:
         t = as_time(t)
         x0 = self.problem.create_vector()
         _copy_in(theta0, x0)
+        x0.array[self._bc_local] = 0.0  # the state satisfies the homogeneous condition
         out = x0.duplicate()
         if t == 0.0:
             x0.copy(out)
@@ -189,6 +198,7 @@ class ExponentialPropagator:
         dA, dM = problem.dA(v), problem.dM(v)
         x0 = problem.create_vector()
         _copy_in(theta0, x0)
+        x0.array[self._bc_local] = 0.0  # the state satisfies the homogeneous condition
         n, N = x0.getLocalSize(), x0.getSize()
         context = _BlockShell(self, dA, dM)
         mat = self._shell(context, 2 * n, 2 * N)
@@ -221,4 +231,5 @@ class ExponentialPropagator:
 
     def destroy(self) -> None:
         self.mass_ksp.destroy()
+        self._mass.destroy()
         self._w.destroy()

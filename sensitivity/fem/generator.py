@@ -230,6 +230,12 @@ class Generator:
         fem_petsc.set_bc(g.x.petsc_vec, self.bcs)
         return local, g.x.petsc_vec.array[local].copy()
 
+    def dirichlet_global_rows(self, local: np.ndarray | None = None) -> np.ndarray:
+        """Global matrix rows of owned Dirichlet dofs (default those of :meth:`dirichlet_rows`; not collective)."""
+        local = self.dirichlet_rows()[0] if local is None else local
+        imap, bs = self.V.dofmap.index_map, self.V.dofmap.index_map_bs  # the rows are unrolled dofs
+        return (imap.local_to_global(local // bs) * bs + local % bs).astype(PETSc.IntType)
+
     def create_vector(self) -> PETSc.Vec:
         """A PETSc vector compatible with :attr:`M` (distributed like ``V``)."""
         return self.M.createVecRight()

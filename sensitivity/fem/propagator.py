@@ -74,9 +74,7 @@ class ThetaScheme:
         self.theta = float(theta)
         # Owned Dirichlet rows, local (for vectors) and global (for MatZeroRows).
         self._bc_local, self._g_values = problem.dirichlet_rows()
-        imap, bs = problem.V.dofmap.index_map, problem.V.dofmap.index_map_bs  # the rows are unrolled dofs
-        nodes = imap.local_to_global(self._bc_local // bs)
-        self._bc_global = (nodes * bs + self._bc_local % bs).astype(PETSc.IntType)
+        self._bc_global = problem.dirichlet_global_rows(self._bc_local)
         self.L = problem.M.duplicate(copy=True)
         self.R = problem.M.duplicate(copy=True)
         self._fill_operators()

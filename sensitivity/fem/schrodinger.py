@@ -29,6 +29,7 @@ supplies the forms.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import dolfinx.fem as fem
@@ -181,7 +182,7 @@ def gaussian_packet(problem: Schrodinger, center: Sequence[float], width: float,
     k = np.zeros(gdim) if momentum is None else np.asarray(momentum, dtype=float)
     if x0.shape != (gdim,) or k.shape != (gdim,) or not (np.all(np.isfinite(x0)) and np.all(np.isfinite(k))):
         raise InvalidArgumentError(f"center and momentum must be finite with {gdim} components, got {center!r}, {momentum!r}")
-    if not np.isfinite(width) or width <= 0:
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not np.isfinite(width) or width <= 0:
         raise InvalidArgumentError(f"width must be positive and finite, got {width!r}")
 
     def values(x):
