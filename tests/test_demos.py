@@ -30,6 +30,7 @@ DEMOS: dict[str, list[str]] = {
     "skew_hermitian_surrogates": ["--small"],
     "random_rate_matrix_spectra": ["--small"],
     "velocity_sensitivity": ["--small"],
+    "surrogate_vs_adjoint": ["--small"],
 }
 
 #: Rank counts each demo is run with under mpirun (besides the serial run).
@@ -38,6 +39,7 @@ NPROCS: dict[str, tuple[int, ...]] = {
     "skew_hermitian_surrogates": (2,),
     "random_rate_matrix_spectra": (2,),
     "velocity_sensitivity": (2, 3),
+    "surrogate_vs_adjoint": (2, 3),
 }
 
 #: A bad argument per demo and the text the error message must contain.
@@ -46,12 +48,15 @@ BAD_ARGS: dict[str, tuple[list[str], list[str]]] = {
     "skew_hermitian_surrogates": (["--t-max", "-5"], ["--t-max", "got -5"]),
     "random_rate_matrix_spectra": (["--dims", "10", "1"], ["--dims", "got 1"]),
     "velocity_sensitivity": (["--kappa", "-1"], ["--kappa", "got -1"]),
+    "surrogate_vs_adjoint": (["--final-times", "0.07"], ["--final-times", "0.07"]),
 }
 
 #: HDF5 entries that amplify round-off (finite differences divide by a small step), per demo,
 #: compared across rank counts with this relative tolerance instead of 1e-9.
 ROUNDOFF_AMPLIFIED: dict[str, tuple[tuple[str, ...], float]] = {
     "velocity_sensitivity": (("fd_check/",), 1e-6),
+    # iterative mass and group-inverse solves (relative residual 1e-12), amplified by the series
+    "surrogate_vs_adjoint": (("K=", "asymptotic/"), 1e-7),
 }
 
 #: Seconds one small demo run may take (they take a few); a hang fails instead of blocking.
@@ -242,3 +247,23 @@ def test_velocity_sensitivity_bad_input_fails_on_every_rank(tmp_path, args, expe
         assert text in result.stdout, result.stdout
     assert "Traceback" not in result.stdout, result.stdout
     assert not (tmp_path / "out").exists(), "nothing may be written for bad input"
+
+
+def test_surrogate_vs_adjoint_claims(tmp_path):
+    s = load_demo("surrogate_vs_adjoint").main(["--small", "--output", str(tmp_path)])
+    rows = {(r["peclet"], r["T"], r["method"]): r for r in s["rows"]}
+    # every surrogate was compared with the exact gradient in every case
+    assert {m for *_, m in rows} == {"adjoint", "K=0", "K=1", "K=2", "asymptotic"}
+    assert all(np.isfinite(r["rel_err"]) and 0.0 <= r["angle_deg"] <= 180.0 for r in s["rows"])
+    # advection-dominated, short time: the series converges, each order closer than the last
+    errs = [rows[100.0, 0.1, f"K={k}"]["rel_err"] for k in range(3)]
+    assert errs[0] > errs[1] > errs[2], errs
+    assert rows[100.0, 0.1, "K=2"]["angle_deg"] < 15.0
+    # diffusion-dominated: t||[Q, J]|| is large, the series diverges (the surrogate is no descent proxy)
+    assert rows[10.0, 1.0, "K=2"]["rel_err"] > 10.0 * rows[10.0, 1.0, "K=0"]["rel_err"]
+    # the first-order surrogate degrades as T grows (its error grows linearly in t, SPEC §1)
+    assert rows[100.0, 1.0, "K=0"]["rel_err"] > rows[100.0, 0.1, "K=0"]["rel_err"]
+    # the long-time form improves with T once diffusion has mixed (Pe = 10)
+    assert rows[10.0, 1.0, "asymptotic"]["rel_err"] < rows[10.0, 0.1, "asymptotic"]["rel_err"]
+    data = read_h5(tmp_path / "surrogate_vs_adjoint.h5")
+    assert data["K=0"]["rel_err"].shape == (2, 3)

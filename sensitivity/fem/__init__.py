@@ -1,49 +1,69 @@
 """Finite-element sensitivities on DOLFINx (SPEC §2–3).
 
-Importing this subpackage needs DOLFINx (the ``fenics`` extra); the parent
-package has already imported ``dolfinx_solver`` first when it is installed.
+One :class:`Generator` design serves every PDE: advection–diffusion
+(:class:`AdvectionDiffusion`, velocity controls) and Schrödinger
+(:class:`Schrodinger`, potential control) share the propagators, tangent, adjoint,
+checkpointing and surrogates. Importing this subpackage needs DOLFINx (the
+``fenics`` extra); the parent package has already imported ``dolfinx_solver``
+first when it is installed.
 """
 
-from sensitivity.fem.adjoint import ReducedFunctional
+from sensitivity.fem.adjoint import OuterProductSums, ReducedFunctional
 from sensitivity.fem.checkpointing import CheckpointedTrajectory, MemoryTrajectory, make_trajectory
 from sensitivity.fem.exponential import ExponentialPropagator
-from sensitivity.fem.generator import AdvectionDiffusion
+from sensitivity.fem.generator import AdvectionDiffusion, Generator
+from sensitivity.fem.group_inverse import GroupInverse
 from sensitivity.fem.meshes import TaggedMesh, build_mesh, facets, read_mesh
 from sensitivity.fem.objective import FieldMisfit, Misfit, ObservationMisfit, Tikhonov, steps_at
-from sensitivity.fem.observation import PointSensors, RegionAverages
+from sensitivity.fem.observation import DensitySensors, Observation, PointSensors, RegionAverages, RegionProbabilities
 from sensitivity.fem.output import FieldSeries, TriangleGather, plot_fields
 from sensitivity.fem.propagator import ThetaScheme
+from sensitivity.fem.schrodinger import PotentialField, Schrodinger, gaussian_packet, schrodinger_space, wall_conditions
 from sensitivity.fem.stokes import stokes_velocity
-from sensitivity.fem.surrogate import FirstOrderSurrogate
+from sensitivity.fem.surrogate import AsymptoticSurrogate, FirstOrderSurrogate, SurrogateGradient
 from sensitivity.fem.tangent import Tangent
-from sensitivity.fem.velocity import StreamFunction, VelocityControl, VelocityField
+from sensitivity.fem.velocity import Control, StreamFunction, VelocityControl, VelocityField
 
 __all__ = [
     "AdvectionDiffusion",
+    "AsymptoticSurrogate",
     "CheckpointedTrajectory",
+    "Control",
+    "DensitySensors",
+    "ExponentialPropagator",
     "FieldMisfit",
+    "FieldSeries",
     "FirstOrderSurrogate",
+    "Generator",
+    "GroupInverse",
     "MemoryTrajectory",
     "Misfit",
+    "Observation",
     "ObservationMisfit",
+    "OuterProductSums",
+    "PointSensors",
+    "PotentialField",
     "ReducedFunctional",
     "RegionAverages",
-    "Tikhonov",
-    "make_trajectory",
-    "steps_at",
-    "ExponentialPropagator",
-    "FieldSeries",
-    "PointSensors",
+    "RegionProbabilities",
+    "Schrodinger",
     "StreamFunction",
+    "SurrogateGradient",
     "TaggedMesh",
     "Tangent",
     "ThetaScheme",
+    "Tikhonov",
     "TriangleGather",
     "VelocityControl",
     "VelocityField",
     "build_mesh",
     "facets",
+    "gaussian_packet",
+    "make_trajectory",
     "plot_fields",
     "read_mesh",
+    "schrodinger_space",
+    "steps_at",
     "stokes_velocity",
+    "wall_conditions",
 ]

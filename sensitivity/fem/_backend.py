@@ -72,9 +72,10 @@ def unique_prefix(name: str) -> str:
 def create_ksp(A: PETSc.Mat, petsc_options: Mapping[str, Any] | None, name: str) -> PETSc.KSP:
     """A KSP for ``A`` configured from a ``petsc_options`` dict under a unique prefix.
 
-    The options are set under the prefix, read with ``setFromOptions`` and then
-    removed from the global database, so solvers do not leak options into each
-    other. Non-convergence raises (``ksp_error_if_not_converged``).
+    The options are set under the prefix, read with ``setFromOptions`` and
+    ``setUp`` (where a factorization such as MUMPS reads its ``mat_mumps_*``
+    options) and then removed from the global database, so solvers do not leak
+    options into each other. Non-convergence raises (``ksp_error_if_not_converged``).
     """
     options = dict(DEFAULT_LU_OPTIONS if petsc_options is None else petsc_options)
     options.setdefault("ksp_error_if_not_converged", True)
@@ -86,7 +87,9 @@ def create_ksp(A: PETSc.Mat, petsc_options: Mapping[str, Any] | None, name: str)
     ksp.setOptionsPrefix(prefix)
     ksp.setOperators(A)
     ksp.setFromOptions()
+    # Set up (and factor) while the options are still in the database: the factor
+    # matrix (e.g. MUMPS, ``mat_mumps_icntl_*``) reads its options only here.
+    ksp.setUp()
     for key in options:
         del db[f"{prefix}{key}"]
-    ksp.setUp()
     return ksp
