@@ -3,7 +3,7 @@ r"""Cost of exact (adjoint) and surrogate velocity gradients against the plain f
 
 Usage::
 
-    python benchmarks/gradients.py --json out.json [--n 316] [--steps 200] [--repeats 2] [--quick]
+    python benchmarks/gradients.py --json out.json [--n 316] [--steps 200] [--repeats 3] [--quick]
 
 The problem is that of ``benchmarks/advection_diffusion.py`` (unit square, P1 θ,
 1.0e5 dofs for n = 316, cellular flow through a P2 stream function, Crank–Nicolson,
@@ -228,13 +228,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="where to write the JSON report (required)")
     parser.add_argument("--n", type=int, default=None, help="cells per side (default 316; 40 with --quick)")
     parser.add_argument("--steps", type=int, default=None, help="time steps (default 200; 20 with --quick)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 2; 1 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a small problem, for the test suite")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     n = args.n if args.n is not None else (40 if args.quick else 316)
     steps = args.steps if args.steps is not None else (20 if args.quick else 200)
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 2)
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     if n < 2 or steps < 10 or repeats < 1:
         parser.error(f"--n must be >= 2, --steps >= 10 and --repeats >= 1 (got {n}, {steps}, {repeats})")
     if args.child is not None:

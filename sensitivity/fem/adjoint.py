@@ -332,7 +332,8 @@ class ReducedFunctional:
             if active:
                 lam_a.axpby(-dt * th, 0.0, lam)
                 lam_a.axpy(-dt * (1.0 - th), lam_next)
-                lam_m.waxpy(-1.0, lam, lam_next)
+                if prob.mass_depends_on_control:
+                    lam_m.waxpy(-1.0, lam, lam_next)
                 if accumulator is not None:
                     accumulator.add(lam_a, lam_m, x)
                 else:
