@@ -30,8 +30,12 @@ Run as ``mpirun -n P python demos/surrogate_vs_adjoint.py [--n N] [--final-times
 # from a perturbed flow. The Péclet number :math:`Pe = UL/\kappa` (:math:`U = L = 1`) sets
 # :math:`\kappa`. For each final time and Péclet number the program prints the relative
 # error :math:`\|g_s - g\|/\|g\|`, the angle between :math:`g_s` and the exact :math:`g`
-# (below 90° the surrogate is still a descent direction) and the cost over the adjoint's,
-# and writes ``surrogate_vs_adjoint.h5`` (the accuracy tables), ``surrogate_vs_adjoint.json``
+# (below 90° the surrogate is still a descent direction) and the cost over the adjoint's.
+# With a conservative flow every stream-function direction that keeps the walls no-flux has
+# :math:`\Pi J = 0` and :math:`J\mathbf 1 = 0`: the long-time derivative vanishes, and so does the
+# exact one, like :math:`e^{-\kappa t}`; the asymptotic form captures this decay (its absolute
+# error falls with T) but not the relative size, so its relative error stays near 1. The program
+# writes ``surrogate_vs_adjoint.h5`` (the accuracy tables), ``surrogate_vs_adjoint.json``
 # (all rows, with the wall times) and ``surrogate_vs_adjoint.png``.
 
 # +
@@ -84,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=None, help="cells per side of the unit square (default 32; 8 with --small)")
     parser.add_argument("--dt", type=float, default=None, help="time step (default 0.01; 0.05 with --small)")
     parser.add_argument("--final-times", type=float, nargs="+", default=None,
-                        help="final times T, multiples of 2 dt (default 0.1 0.25 0.5 1 2 4)")
+                        help="final times T, multiples of 2 dt (default 0.1 0.2 0.5 1 2 4)")
     parser.add_argument("--peclet", type=float, nargs="+", default=None,
                         help="Péclet numbers U L / κ (default 10 100 1000)")
     parser.add_argument("--orders", type=int, nargs="+", default=None, help="surrogate orders K (default 0 1 2)")
@@ -92,7 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.n = args.n if args.n is not None else (8 if args.small else 32)
     args.dt = args.dt if args.dt is not None else (0.05 if args.small else 0.01)
-    args.final_times = args.final_times or ([0.1, 0.4, 1.0] if args.small else [0.1, 0.25, 0.5, 1.0, 2.0, 4.0])
+    args.final_times = args.final_times or ([0.1, 0.4, 1.0] if args.small else [0.1, 0.2, 0.5, 1.0, 2.0, 4.0])
     args.peclet = args.peclet or ([10.0, 100.0] if args.small else [10.0, 100.0, 1000.0])
     args.orders = args.orders if args.orders is not None else [0, 1, 2]
     if args.n < 2:
@@ -155,29 +159,30 @@ def timed(comm: MPI.Comm, compute):
     return result, comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
 
 
-def compare(exact: fem.Function, approx: fem.Function) -> tuple[float, float]:
-    """Relative error and angle (degrees) of ``approx`` against ``exact`` (collective)."""
+def compare(exact: fem.Function, approx: fem.Function) -> tuple[float, float, float]:
+    """Absolute and relative error and angle (degrees) of ``approx`` against ``exact`` (collective)."""
     g, s = exact.x.petsc_vec, approx.x.petsc_vec
     d = s.copy()
     d.axpy(-1.0, g)
-    rel = d.norm() / g.norm()
+    err = d.norm()
     d.destroy()
     cosine = g.dot(s) / (g.norm() * s.norm()) if s.norm() > 0 else 0.0
-    return float(rel), float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+    return float(err), float(err / g.norm()), float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
 
 
 def run_case(comm: MPI.Comm, args: argparse.Namespace, peclet: float, T: float) -> list[dict]:
     F = build(comm, args.n, peclet, args.dt, T)
     (_, exact), t_exact = timed(comm, F.value_and_gradient)
-    rows = [{"peclet": peclet, "T": T, "method": "adjoint", "rel_err": 0.0, "angle_deg": 0.0,
-             "seconds": t_exact, "cost_over_adjoint": 1.0}]
+    norm = float(exact.x.petsc_vec.norm())
+    rows = [{"peclet": peclet, "T": T, "method": "adjoint", "abs_err": 0.0, "rel_err": 0.0, "angle_deg": 0.0,
+             "grad_norm": norm, "seconds": t_exact, "cost_over_adjoint": 1.0}]
     methods = [(f"K={k}", lambda k=k: SurrogateGradient(F, order=k)) for k in args.orders]
     methods.append(("asymptotic", lambda: AsymptoticSurrogate(F)))
     for name, make in methods:
         (_, grad), seconds = timed(comm, lambda make=make: make().value_and_gradient())
-        rel, angle = compare(exact, grad)
-        rows.append({"peclet": peclet, "T": T, "method": name, "rel_err": rel, "angle_deg": angle,
-                     "seconds": seconds, "cost_over_adjoint": seconds / t_exact})
+        err, rel, angle = compare(exact, grad)
+        rows.append({"peclet": peclet, "T": T, "method": name, "abs_err": err, "rel_err": rel, "angle_deg": angle,
+                     "grad_norm": norm, "seconds": seconds, "cost_over_adjoint": seconds / t_exact})
     F.scheme.destroy()
     F.destroy()
     return rows
@@ -190,13 +195,13 @@ def run_case(comm: MPI.Comm, args: argparse.Namespace, peclet: float, T: float) 
 def print_table(comm: MPI.Comm, rows: list[dict]) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "adjoint"))
     rank0_print(comm, "relative error | angle (deg) of each surrogate gradient against the exact adjoint gradient")
-    header = f"{'Pe':>7} {'T':>6} " + " ".join(f"{m:>19}" for m in methods)
+    header = f"{'Pe':>7} {'T':>6} {'|g| exact':>10} " + " ".join(f"{m:>19}" for m in methods)
     rank0_print(comm, header)
     for pe in dict.fromkeys(r["peclet"] for r in rows):
         for T in dict.fromkeys(r["T"] for r in rows):
             cells = {r["method"]: r for r in rows if r["peclet"] == pe and r["T"] == T}
             line = " ".join(f"{cells[m]['rel_err']:9.2e} | {cells[m]['angle_deg']:6.1f}" for m in methods)
-            rank0_print(comm, f"{pe:7g} {T:6g} {line}")
+            rank0_print(comm, f"{pe:7g} {T:6g} {cells[methods[0]]['grad_norm']:10.3e} {line}")
     rank0_print(comm, "\ncost over the adjoint gradient (median over all cases): " + ", ".join(
         f"{m} {np.median([r['cost_over_adjoint'] for r in rows if r['method'] == m]):.2f}" for m in methods))
 
@@ -209,7 +214,9 @@ def tables(rows: list[dict]) -> dict:
     for m in dict.fromkeys(r["method"] for r in rows if r["method"] != "adjoint"):
         index = {(r["peclet"], r["T"]): r for r in rows if r["method"] == m}
         out[m] = {key: np.array([[index[pe, T][key] for T in times] for pe in peclet])
-                  for key in ("rel_err", "angle_deg")}
+                  for key in ("abs_err", "rel_err", "angle_deg")}
+    out["exact_gradient_norm"] = np.array([[next(r["grad_norm"] for r in rows if r["peclet"] == pe and r["T"] == T)
+                                            for T in times] for pe in peclet])
     return out
 
 

@@ -263,7 +263,9 @@ def test_surrogate_vs_adjoint_claims(tmp_path):
     assert rows[10.0, 1.0, "K=2"]["rel_err"] > 10.0 * rows[10.0, 1.0, "K=0"]["rel_err"]
     # the first-order surrogate degrades as T grows (its error grows linearly in t, SPEC §1)
     assert rows[100.0, 1.0, "K=0"]["rel_err"] > rows[100.0, 0.1, "K=0"]["rel_err"]
-    # the long-time form improves with T once diffusion has mixed (Pe = 10)
-    assert rows[10.0, 1.0, "asymptotic"]["rel_err"] < rows[10.0, 0.1, "asymptotic"]["rel_err"]
+    # the long-time form: its absolute error decays with T once diffusion has mixed (Pe = 10),
+    # as the exact gradient itself does (no-flux directions have a vanishing long-time derivative)
+    assert rows[10.0, 1.0, "asymptotic"]["abs_err"] < 0.5 * rows[10.0, 0.1, "asymptotic"]["abs_err"]
+    assert rows[10.0, 1.0, "adjoint"]["grad_norm"] < rows[10.0, 0.1, "adjoint"]["grad_norm"]
     data = read_h5(tmp_path / "surrogate_vs_adjoint.h5")
     assert data["K=0"]["rel_err"].shape == (2, 3)
