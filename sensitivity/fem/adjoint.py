@@ -483,3 +483,6 @@ class ReducedFunctional:
 
     def destroy(self) -> None:
         self.theta0.destroy()
+        if self._sums is not None:
+            self._sums.destroy()
+            self._sums = None
