@@ -19,6 +19,7 @@ from sensitivity.fem.observation import DensitySensors, Observation, PointSensor
 from sensitivity.fem.output import FieldSeries, TriangleGather, plot_fields
 from sensitivity.fem.propagator import ThetaScheme
 from sensitivity.fem.schrodinger import PotentialField, Schrodinger, gaussian_packet, schrodinger_space, wall_conditions
+from sensitivity.fem.secular import Eigenbasis, SecularSurrogate, SurrogateStateErrors, surrogate_state_errors
 from sensitivity.fem.stokes import stokes_velocity
 from sensitivity.fem.surrogate import AsymptoticSurrogate, FirstOrderSurrogate, SurrogateGradient
 from sensitivity.fem.tangent import Tangent
@@ -30,6 +31,7 @@ __all__ = [
     "CheckpointedTrajectory",
     "Control",
     "DensitySensors",
+    "Eigenbasis",
     "ExponentialPropagator",
     "FieldMisfit",
     "FieldSeries",
@@ -47,8 +49,10 @@ __all__ = [
     "RegionAverages",
     "RegionProbabilities",
     "Schrodinger",
+    "SecularSurrogate",
     "StreamFunction",
     "SurrogateGradient",
+    "SurrogateStateErrors",
     "TaggedMesh",
     "Tangent",
     "ThetaScheme",
@@ -65,5 +69,6 @@ __all__ = [
     "schrodinger_space",
     "steps_at",
     "stokes_velocity",
+    "surrogate_state_errors",
     "wall_conditions",
 ]

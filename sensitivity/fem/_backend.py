@@ -8,7 +8,8 @@ this file only. Written against DOLFINx 0.11 / PETSc 3.25.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import dolfinx.fem as fem
@@ -18,10 +19,12 @@ from petsc4py import PETSc
 from sensitivity.errors import SensitivityError
 
 __all__ = [
+    "DEFAULT_EIGEN_OPTIONS",
     "DEFAULT_LU_OPTIONS",
     "SolverError",
     "assemble_matrix",
     "assemble_vector",
+    "create_eps",
     "create_ksp",
     "form",
     "unique_prefix",
@@ -69,27 +72,68 @@ def unique_prefix(name: str) -> str:
     return f"sensitivity_{name}_{next(_prefix_counter)}_"
 
 
-def create_ksp(A: PETSc.Mat, petsc_options: Mapping[str, Any] | None, name: str) -> PETSc.KSP:
-    """A KSP for ``A`` configured from a ``petsc_options`` dict under a unique prefix.
+@contextmanager
+def _options(petsc_options: Mapping[str, Any], name: str) -> Iterator[str]:
+    """Put ``petsc_options`` in the options database under a fresh prefix for the block's duration.
 
-    The options are set under the prefix, read with ``setFromOptions`` and
-    ``setUp`` (where a factorization such as MUMPS reads its ``mat_mumps_*``
-    options) and then removed from the global database, so solvers do not leak
-    options into each other. Non-convergence raises (``ksp_error_if_not_converged``).
+    The solver made in the block reads them with ``setFromOptions`` and ``setUp``
+    (where a factorization such as MUMPS reads its ``mat_mumps_*`` options); they are
+    then removed, so solvers do not leak options into each other.
+    """
+    prefix = unique_prefix(name)
+    db = PETSc.Options()
+    for key, value in petsc_options.items():
+        db[f"{prefix}{key}"] = value
+    try:
+        yield prefix
+    finally:
+        for key in petsc_options:
+            del db[f"{prefix}{key}"]
+
+
+def create_ksp(A: PETSc.Mat, petsc_options: Mapping[str, Any] | None, name: str) -> PETSc.KSP:
+    """A KSP for ``A`` configured from a ``petsc_options`` dict under a unique prefix (set up).
+
+    Non-convergence raises (``ksp_error_if_not_converged``).
     """
     options = dict(DEFAULT_LU_OPTIONS if petsc_options is None else petsc_options)
     options.setdefault("ksp_error_if_not_converged", True)
-    prefix = unique_prefix(name)
-    db = PETSc.Options()
-    for key, value in options.items():
-        db[f"{prefix}{key}"] = value
     ksp = PETSc.KSP().create(A.getComm())
-    ksp.setOptionsPrefix(prefix)
-    ksp.setOperators(A)
-    ksp.setFromOptions()
-    # Set up (and factor) while the options are still in the database: the factor
-    # matrix (e.g. MUMPS, ``mat_mumps_icntl_*``) reads its options only here.
-    ksp.setUp()
-    for key in options:
-        del db[f"{prefix}{key}"]
+    with _options(options, name) as prefix:
+        ksp.setOptionsPrefix(prefix)
+        ksp.setOperators(A)
+        ksp.setFromOptions()
+        ksp.setUp()  # factor while the options are still in the database
     return ksp
+
+
+#: Shift-and-invert with a MUMPS factorization: the default for the lowest eigenpairs.
+DEFAULT_EIGEN_OPTIONS: dict[str, Any] = {
+    "eps_type": "krylovschur",
+    "st_type": "sinvert",
+    "st_ksp_type": "preonly",
+    "st_pc_type": "lu",
+    "st_pc_factor_mat_solver_type": "mumps",
+}
+
+
+def create_eps(A: PETSc.Mat, B: PETSc.Mat | None, petsc_options: Mapping[str, Any] | None, name: str, *,
+               nev: int, target: float, tol: float, problem_type: str = "GHEP"):
+    r"""A SLEPc eigensolver for :math:`Ax = \lambda Bx`: the ``nev`` eigenvalues nearest ``target``
+    (real part), relative tolerance ``tol``, further configured by ``petsc_options`` (``eps_*``,
+    ``st_*``; default :data:`DEFAULT_EIGEN_OPTIONS`). Set up; call ``solve``."""
+    from slepc4py import SLEPc
+
+    options = dict(DEFAULT_EIGEN_OPTIONS if petsc_options is None else petsc_options)
+    eps = SLEPc.EPS().create(A.getComm())
+    with _options(options, name) as prefix:
+        eps.setOptionsPrefix(prefix)
+        eps.setOperators(A, B)
+        eps.setProblemType(getattr(SLEPc.EPS.ProblemType, problem_type))
+        eps.setDimensions(nev, PETSc.DECIDE, PETSc.DECIDE)
+        eps.setTarget(target)
+        eps.setWhichEigenpairs(SLEPc.EPS.Which.TARGET_REAL)
+        eps.setTolerances(tol, 1000)
+        eps.setFromOptions()
+        eps.setUp()
+    return eps

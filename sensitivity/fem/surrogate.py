@@ -13,7 +13,7 @@ control direction :math:`v`,
 
     J = J(v) = \partial\hat Q[v] = -PM^{-1}\bigl(\partial A[v] + \partial M[v]\,Q\bigr)
 
-(the :math:`\partial M` term only with SUPG). Without Dirichlet conditions
+(the :math:`\partial M` term only when the mass depends on the control, as with SUPG). Without Dirichlet conditions
 :math:`P = I` and :math:`\hat Q = Q`.
 
 **Order K** (:class:`SurrogateGradient`; seed 1.5 truncated, :math:`K = 0` is seed 1.6):
@@ -104,10 +104,10 @@ __all__ = [
 ]
 
 
-def default_mass_options(supg: bool) -> dict[str, Any]:
-    r"""Iterative solver options for the mass matrix: CG + Jacobi (symmetric Galerkin :math:`M`),
-    GMRES + Jacobi with SUPG (non-symmetric :math:`M`); relative residual 1e-12 (unpreconditioned norm)."""
-    if supg:
+def default_mass_options(symmetric: bool) -> dict[str, Any]:
+    r"""Iterative solver options for the mass matrix: CG + Jacobi for a symmetric :math:`M` (Galerkin),
+    GMRES + Jacobi otherwise (SUPG); relative residual 1e-12 (unpreconditioned norm)."""
+    if not symmetric:
         return {"ksp_type": "gmres", "ksp_gmres_restart": 100, "ksp_pc_side": "right", "pc_type": "jacobi",
                 "ksp_rtol": 1e-12, "ksp_atol": 0.0, "ksp_max_it": 2000}
     return {"ksp_type": "cg", "ksp_norm_type": "unpreconditioned", "pc_type": "jacobi",
@@ -142,7 +142,11 @@ class _MassOperator:
     def __init__(self, functional: ReducedFunctional, petsc_options: Mapping[str, Any] | None):
         self.scheme = functional.scheme
         self.problem = functional.problem
-        options = default_mass_options(self.problem.supg) if petsc_options is None else petsc_options
+        if petsc_options is None:
+            M = self.problem.M
+            options = default_mass_options(bool(M.isSymmetric(1e-14 * M.norm(PETSc.NormType.INFINITY))))
+        else:
+            options = petsc_options
         self.ksp = _backend.create_ksp(self.problem.M, options, "surrogate_mass")
         self._w1, self._w2 = self.scheme.create_vector(), self.scheme.create_vector()
         self.solves = 0
@@ -298,9 +302,9 @@ class SurrogateGradient(_SurrogateBase):
             mass.solve(a, nu, transpose=True)  # nu_m = M^-T P a_m
             grad.axpy(-1.0, prob.dA_adjoint_action(nu, x, work))
             assemblies += 1
-            if prob.supg or m < K:
+            if prob.mass_depends_on_control or m < K:
                 mass.generator(x, q, project=False)  # Q x_m
-            if prob.supg:
+            if prob.mass_depends_on_control:
                 grad.axpy(-1.0, prob.dM_adjoint_action(nu, q, work))
                 assemblies += 1
             if m < K:  # x_{m+1} = P Q x_m
@@ -378,9 +382,9 @@ class SurrogateGradient(_SurrogateBase):
         x, q, u, tmp = (s.create_vector() for _ in range(4))
         F.theta0.copy(x)
         for m in range(K + 1):  # x = Q^m theta0
-            if prob.supg or m < K:
+            if prob.mass_depends_on_control or m < K:
                 mass.generator(x, q, project=False)
-            mass.perturbation(dA, dM, x, q if prob.supg else None, u)  # u = J x_m
+            mass.perturbation(dA, dM, x, q if prob.mass_depends_on_control else None, u)  # u = J x_m
             for l in range(K - m + 1):  # u = Q^l J x_m enters w_{m+l} with (-1)^l C(m+l, l)
                 if l > 0:
                     mass.generator(u, tmp)
@@ -517,7 +521,7 @@ class AsymptoticSurrogate(_SurrogateBase):
         # <a, J b> = -<M^-T a, dA[v] b + dM[v] Q b>, and (a), (b) carry a minus sign each.
         grad.axpy(1.0, prob.dA_adjoint_action(nu_pi, b, work))
         assemblies += 1
-        if prob.supg:
+        if prob.mass_depends_on_control:
             F.theta0.copy(qb)
             gi.project(qb)
             qb.scale(sG0)
