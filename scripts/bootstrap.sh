@@ -3,10 +3,13 @@
 # Finds a Python >= 3.12 on PATH or under pyenv, makes .venv, installs the
 # package with its `fenics` and `test` extras, and records a stamp of
 # pyproject.toml so that later runs skip the install unless it changed.
-# Set SENSITIVITY_PYTHON to force an interpreter.
+# Set SENSITIVITY_PYTHON to force an interpreter, SENSITIVITY_VENV for another
+# venv directory and SENSITIVITY_EXTRAS for other extras (e.g.
+# `fenics-complex,test`: the complex PETSc build, which needs its own venv).
 
 _sens_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _sens_venv="${SENSITIVITY_VENV:-$_sens_root/.venv}"
+_sens_extras="${SENSITIVITY_EXTRAS:-fenics,test}"
 
 _sens_ok_python() {
     "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1
@@ -37,7 +40,7 @@ _sens_find_python() {
 _sens_bootstrap() {
     local stamp="$_sens_venv/.sensitivity-stamp"
     local want
-    want="$(cat "$_sens_root/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    want="$( (cat "$_sens_root/pyproject.toml"; echo "$_sens_extras") | sha256sum | cut -d' ' -f1)"
     if [ -x "$_sens_venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
@@ -46,7 +49,7 @@ _sens_bootstrap() {
     echo "bootstrap: creating $_sens_venv with $py" >&2
     "$py" -m venv "$_sens_venv" || return 1
     "$_sens_venv/bin/python" -m pip install --quiet --upgrade pip || return 1
-    "$_sens_venv/bin/python" -m pip install --quiet -e "$_sens_root[fenics,test]" || return 1
+    "$_sens_venv/bin/python" -m pip install --quiet -e "$_sens_root[$_sens_extras]" || return 1
     echo "$want" > "$stamp"
 }
 

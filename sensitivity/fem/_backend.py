@@ -14,19 +14,28 @@ from typing import Any
 
 import dolfinx.fem as fem
 import dolfinx.fem.petsc as fem_petsc
+import numpy as np
+import ufl
 from petsc4py import PETSc
 
 from sensitivity.errors import SensitivityError
 
 __all__ = [
     "DEFAULT_EIGEN_OPTIONS",
+    "COMPLEX",
     "DEFAULT_LU_OPTIONS",
     "SolverError",
+    "control_derivative",
+    "hermitian_transpose_mat_mult",
+    "mat_solve_hermitian_transpose",
+    "real_part",
+    "solve_hermitian_transpose",
     "assemble_matrix",
     "assemble_vector",
     "create_eps",
     "create_ksp",
     "form",
+    "measure_size",
     "unique_prefix",
 ]
 
@@ -39,6 +48,11 @@ DEFAULT_LU_OPTIONS: dict[str, Any] = {
 
 _prefix_counter = itertools.count()
 
+#: Whether PETSc (and so every state vector) is complex (``dolfinx-solver-complex``). In a complex
+#: build states are complex, controls stay real (stored with zero imaginary part), adjoints use
+#: Hermitian transposes and derivatives of real objectives are real parts (:func:`real_part`).
+COMPLEX: bool = bool(np.issubdtype(PETSc.ScalarType, np.complexfloating))
+
 
 class SolverError(SensitivityError):
     """A PETSc linear solve did not converge."""
@@ -47,6 +61,12 @@ class SolverError(SensitivityError):
 def form(ufl_form):
     """Compile a UFL form (``dolfinx.fem.form``)."""
     return fem.form(ufl_form)
+
+
+def measure_size(msh, measure) -> float:
+    """:math:`\\int 1` over ``measure`` (e.g. ``dx(tag)``) on ``msh``, summed over ranks (collective)."""
+    one = fem.Constant(msh, PETSc.ScalarType(1.0))
+    return float(np.real(msh.comm.allreduce(fem.assemble_scalar(fem.form(one * measure)))))
 
 
 def assemble_matrix(compiled_form) -> PETSc.Mat:
@@ -137,3 +157,67 @@ def create_eps(A: PETSc.Mat, B: PETSc.Mat | None, petsc_options: Mapping[str, An
         eps.setFromOptions()
         eps.setUp()
     return eps
+
+
+# --------------------------------------------------------------------------- real and complex builds
+
+
+def solve_hermitian_transpose(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> PETSc.Vec:
+    """Solve :math:`A^Hx = b` with the factorization of ``ksp`` (:math:`A^T` in a real build; ``b`` unchanged)."""
+    if not COMPLEX:
+        ksp.solveTranspose(b, x)
+        return x
+    b.conjugate()  # A^H x = b  <=>  A^T conj(x) = conj(b)
+    try:
+        ksp.solveTranspose(b, x)
+    finally:
+        b.conjugate()
+    x.conjugate()
+    return x
+
+
+def mat_solve_hermitian_transpose(ksp: PETSc.KSP, B: PETSc.Mat, X: PETSc.Mat) -> PETSc.Mat:
+    """Solve :math:`A^HX = B` for dense blocks with the factorization of ``ksp`` (``B`` unchanged)."""
+    if not COMPLEX:
+        ksp.matSolveTranspose(B, X)
+        return X
+    B.conjugate()
+    try:
+        ksp.matSolveTranspose(B, X)
+    finally:
+        B.conjugate()
+    X.conjugate()
+    return X
+
+
+def hermitian_transpose_mat_mult(A: PETSc.Mat, Y: PETSc.Mat, out: PETSc.Mat | None = None) -> PETSc.Mat:
+    """:math:`A^HY` for a dense block ``Y`` (``Y`` unchanged; ``out`` reused when given)."""
+    if COMPLEX:
+        Y.conjugate()
+    try:
+        out = A.transposeMatMult(Y) if out is None else A.transposeMatMult(Y, out)
+    finally:
+        if COMPLEX:
+            Y.conjugate()
+    if COMPLEX:
+        out.conjugate()
+    return out
+
+
+def real_part(vec: PETSc.Vec) -> PETSc.Vec:
+    """Drop the imaginary part of ``vec`` in place (a no-op in a real build; not collective)."""
+    if COMPLEX:
+        vec.array[:] = vec.array_r.real
+    return vec
+
+
+def control_derivative(functional, control: fem.Function):
+    r"""The linear form :math:`\psi \mapsto \partial_c\,\mathrm{functional}[\psi]` on the control space (UFL).
+
+    The derivative direction enters conjugated, ``conj(TestFunction)``, as complex-mode UFL wants of
+    a linear form; for real basis functions and a real-valued control this changes nothing.
+    """
+    space = control.function_space
+    direction = fem.Function(space)
+    form = ufl.derivative(functional, control, direction)
+    return ufl.replace(form, {direction: ufl.conj(ufl.TestFunction(space))})

@@ -28,6 +28,11 @@ The forward trajectory is kept in memory when it fits the memory budget and is
 otherwise rebuilt from revolve checkpoints (:mod:`sensitivity.fem.checkpointing`);
 the gradient is the same either way.
 
+In a complex build (complex states, real control and objective) every transpose is the
+Hermitian one, :math:`\tilde L^H\lambda_n = \nabla f_n + R^H\hat\lambda_{n+1}` with
+:math:`df_n = \mathrm{Re}(\nabla f_n^H\delta\theta_n)`, and each pairing in the gradient is
+:math:`\mathrm{Re}(\hat\lambda^H\,\partial_c A\,\cdots)`.
+
 Hessian actions (second-order adjoint, "tangent on adjoint"): along a direction
 :math:`v` with tangent :math:`\rho`, the differentiated adjoint
 
@@ -144,8 +149,9 @@ class OuterProductSums:
 
     @staticmethod
     def supports(problem: Generator) -> bool:
-        """Whether the cell-local split works for this element (no dof transformations)."""
-        return not problem.V.element.needs_dof_transformations
+        """Whether the cell-local split works: real build (complex builds assemble per step) and an
+        element without dof transformations."""
+        return not _backend.COMPLEX and not problem.V.element.needs_dof_transformations
 
     def reset(self) -> None:
         for P in self._sums:
@@ -367,10 +373,10 @@ class ReducedFunctional:
         rhs.set(0.0)
         self._add_misfit_gradient(n, theta, rhs)
         if lam_next is not None:
-            s.R.multTransposeAdd(lam_next, rhs, rhs)
+            s.R.multHermitianAdd(lam_next, rhs, rhs)
         if extra is not None:
             rhs.axpy(1.0, extra)
-        s.ksp.solveTranspose(rhs, lam)
+        _backend.solve_hermitian_transpose(s.ksp, rhs, lam)
         s.set_dirichlet(lam, homogeneous=True)
 
     def gradient(self) -> fem.Function:
@@ -390,7 +396,7 @@ class ReducedFunctional:
             if any(m.active(n) for m in self.misfits):
                 grad.set(0.0)
                 self._add_misfit_gradient(n, theta, grad)
-                total[0] += grad.dot(rhos[0])
+                total[0] += grad.dot(rhos[0]).real  # Re(rho^H g): a real objective of a complex state
 
         thetaN, rhos = tangent.run(self.theta0, self.nsteps, callback=accumulate)
         for obj in (thetaN, *rhos, grad, tangent):
@@ -399,7 +405,7 @@ class ReducedFunctional:
             g = self._new_control_vector()
             g.set(0.0)
             self.regularization.add_gradient(self.control, g)
-            total[0] += g.dot(v.x.petsc_vec)
+            total[0] += g.dot(v.x.petsc_vec).real
             g.destroy()
         return total[0]
 
@@ -435,22 +441,22 @@ class ReducedFunctional:
             for m in self.misfits:
                 if m.active(n):
                     m.add_hessian_action(n, thetas[n], rhos[n], extra)
-            dA_v.multTranspose(lam, tmp)
+            dA_v.multHermitian(lam, tmp)
             extra.axpy(-th * dt, tmp)
             if n < N:
-                dA_v.multTranspose(lam_next, tmp)
+                dA_v.multHermitian(lam_next, tmp)
                 extra.axpy(-(1.0 - th) * dt, tmp)
             if dM_v is not None:
-                dM_v.multTranspose(lam, tmp)
+                dM_v.multHermitian(lam, tmp)
                 extra.axpy(-1.0, tmp)
                 if n < N:
-                    dM_v.multTranspose(lam_next, tmp)
+                    dM_v.multHermitian(lam_next, tmp)
                     extra.axpy(1.0, tmp)
             rhs.set(0.0)
             if n < N:
-                s.R.multTransposeAdd(lam2_next, rhs, rhs)
+                s.R.multHermitianAdd(lam2_next, rhs, rhs)
             rhs.axpy(1.0, extra)
-            s.ksp.solveTranspose(rhs, lam2)
+            _backend.solve_hermitian_transpose(s.ksp, rhs, lam2)
             s.set_dirichlet(lam2, homogeneous=True)
             lam, lam_next = lam_next, lam
             lam2, lam2_next = lam2_next, lam2

@@ -115,17 +115,18 @@ class Generator:
         # Adjoint action: for fixed theta, lam, the linear form c* -> d/dc (lam^T A(c) theta)[c*].
         self._theta_fn = fem.Function(V)
         self._lam_fn = fem.Function(V)
+        # (lam^H A theta in a complex build, where the test function of a sesquilinear form is conjugated)
         scalar_a = ufl.action(ufl.action(self._a_ufl, self._theta_fn), self._lam_fn)
-        self._da_adj = _backend.form(ufl.derivative(scalar_a, c, ufl.TestFunction(control.space)))
+        da_adj = _backend.control_derivative(scalar_a, c)
+        self._da_adj = _backend.form(da_adj)
         self._dm_adj = self._d2m_adj = self._d2a_adj = None
         if self.mass_depends_on_control:
             scalar_m = ufl.action(ufl.action(self._m_ufl, self._theta_fn), self._lam_fn)
-            dm_adj = ufl.derivative(scalar_m, c, ufl.TestFunction(control.space))
+            dm_adj = _backend.control_derivative(scalar_m, c)
             self._dm_adj = _backend.form(dm_adj)
             if not self.affine_in_control:
                 self._d2m_adj = _backend.form(ufl.derivative(dm_adj, c, self._direction))
         if not self.affine_in_control:  # second derivatives, for Hessian actions
-            da_adj = ufl.derivative(scalar_a, c, ufl.TestFunction(control.space))
             self._d2a_adj = _backend.form(ufl.derivative(da_adj, c, self._direction))
         self.M = _backend.assemble_matrix(self._m)
         self.A = _backend.assemble_matrix(self._a)
@@ -185,7 +186,8 @@ class Generator:
     def dA_adjoint_action(self, lam: PETSc.Vec, theta: PETSc.Vec, out: PETSc.Vec | None = None) -> PETSc.Vec:
         r"""The control-space vector :math:`g_k = \lambda^T (\partial A/\partial c_k)\,\theta` (collective).
 
-        The transpose of :meth:`dA_action`: :math:`\langle g, v\rangle = \lambda^T\,\partial A[v]\,\theta`.
+        The transpose of :meth:`dA_action`: :math:`\langle g, v\rangle = \lambda^T\,\partial A[v]\,\theta`
+        (:math:`\mathrm{Re}\,\lambda^H\partial A[v]\theta` in a complex build).
         """
         return self._adjoint_action(self._da_adj, lam, theta, out)
 
@@ -218,7 +220,8 @@ class Generator:
         for fn, vec in ((self._lam_fn, lam), (self._theta_fn, theta)):
             vec.copy(fn.x.petsc_vec)
             fn.x.scatter_forward()
-        return _backend.assemble_vector(compiled, out)
+        # complex build: the real part, the derivative of Re(lam^H A theta) for a real control
+        return _backend.real_part(_backend.assemble_vector(compiled, out))
 
     # ------------------------------------------------------------------ helpers
 
@@ -286,6 +289,9 @@ class AdvectionDiffusion(Generator):
         supg: bool = False,
         quadrature_degree: int | None = None,
     ):
+        if _backend.COMPLEX:
+            raise InvalidArgumentError("advection-diffusion needs the real PETSc build (dolfinx-solver-real); "
+                                       "this one is complex")
         if not isinstance(control, VelocityControl):
             raise InvalidArgumentError(f"control must be a VelocityField or StreamFunction, got {type(control).__name__}")
         if tuple(V.value_shape) != ():
@@ -333,7 +339,7 @@ def _dense(mat: PETSc.Mat) -> np.ndarray:
     comm = mat.getComm().tompi4py()
     rstart, rend = mat.getOwnershipRange()
     n = mat.getSize()[1]
-    local = np.zeros((rend - rstart, n))
+    local = np.zeros((rend - rstart, n), dtype=PETSc.ScalarType)
     for i in range(rstart, rend):
         cols, vals = mat.getRow(i)
         local[i - rstart, cols] = vals

@@ -172,7 +172,7 @@ class FieldMisfit(Misfit):
 
     def value(self, n, theta):
         self._residual(n, theta)
-        return 0.5 * self.weight * self._r.dot(self._Mr)
+        return 0.5 * self.weight * self._Mr.dot(self._r).real  # r^H M r (real in a complex build)
 
     def add_gradient(self, n, theta, out):
         self._residual(n, theta)
@@ -228,7 +228,7 @@ class Tikhonov:
     def value(self, c: fem.Function) -> float:
         """:math:`\\mathcal R(c)` (collective)."""
         self._difference(c)
-        return 0.5 * self._d.dot(self._Md)
+        return 0.5 * self._Md.dot(self._d).real
 
     def add_gradient(self, c: fem.Function, out: PETSc.Vec) -> None:
         """``out += (αM + βK)(c − c_0)`` (collective)."""

@@ -126,7 +126,7 @@ class PointSensors(Observation):
             for i, node in enumerate(nodes):
                 work.x.array[:] = 0.0
                 work.x.array[node * bs] = 1.0
-                weights[i] = work.eval(self.points[k], np.array([cell], dtype=np.int32))[0]
+                weights[i] = work.eval(self.points[k], np.array([cell], dtype=np.int32))[0].real
             self._dofs.append(np.asarray(nodes, dtype=np.int32) * bs)  # first component; + j for component j
             self._weights.append(weights)
         self._work = work
@@ -147,7 +147,7 @@ class PointSensors(Observation):
             theta.copy(self._work.x.petsc_vec)
             self._work.x.scatter_forward()
             values = self._work.x.array
-        local = np.zeros((self.num_sensors, self.bs))
+        local = np.zeros((self.num_sensors, self.bs), dtype=values.dtype)
         for k, dofs, w in zip(self._local, self._dofs, self._weights):
             for j in range(self.bs):
                 local[k, j] = w @ values[dofs + j]
@@ -198,7 +198,7 @@ class RegionAverages(Observation):
         phi = ufl.TestFunction(V)
         self.rows = []
         for tag in self.tags:
-            area = self.comm.allreduce(fem.assemble_scalar(fem.form(fem.Constant(V.mesh, 1.0) * dx(tag))))
+            area = _backend.measure_size(V.mesh, dx(tag))
             if area <= 0.0:
                 raise InvalidArgumentError(f"region tag {tag} has no cells")
             self.rows.append(_backend.assemble_vector(_backend.form(phi / area * dx(tag))))
@@ -226,20 +226,26 @@ class DensitySensors(Observation):
     With the point values :math:`(Pa)_k, (Pb)_k` of the two components:
     :math:`y' \rho = 2(Pa\circ P\rho_a + Pb\circ P\rho_b)`, the transpose
     :math:`2P^T(w\circ Pa),\ 2P^T(w\circ Pb)`, and :math:`\sum_k w_k\nabla^2 y_k\,\rho =
-    2P^T(w\circ P\rho)` per component.
+    2P^T(w\circ P\rho)` per component. In a complex build :math:`\psi` is one complex
+    component: :math:`y'\rho = 2\mathrm{Re}(\overline{P\psi}\circ P\rho)` and the same
+    transposes with :math:`P\psi`, :math:`P\rho` (gradients in the sense
+    :math:`dy = \mathrm{Re}(g^H\delta\psi)`).
 
     Parameters
     ----------
     W : dolfinx.fem.FunctionSpace
-        The real-split Schrödinger space (Lagrange with two components).
+        The Schrödinger state space (:func:`~sensitivity.fem.schrodinger.schrodinger_space`).
     points : array_like, shape (n, gdim)
     """
 
     linear = False
 
     def __init__(self, W: fem.FunctionSpace, points):
-        if W.dofmap.bs != 2:
-            raise InvalidArgumentError(f"densities need the two-component (Re, Im) space, got block size {W.dofmap.bs}")
+        want = 1 if _backend.COMPLEX else 2
+        if W.dofmap.bs != want:
+            raise InvalidArgumentError(
+                f"densities need the {'complex scalar' if _backend.COMPLEX else 'two-component (Re, Im)'} "
+                f"Schrödinger space, got block size {W.dofmap.bs}")
         self.sensors = PointSensors(W, points)
         self.points = self.sensors.points
 
@@ -248,10 +254,11 @@ class DensitySensors(Observation):
         return self.sensors.num_sensors
 
     def evaluate(self, w) -> np.ndarray:
-        return np.sum(self.sensors.evaluate_components(w) ** 2, axis=1)
+        return np.sum(np.abs(self.sensors.evaluate_components(w)) ** 2, axis=1)
 
     def jacobian_action(self, w, rho) -> np.ndarray:
-        return 2.0 * np.sum(self.sensors.evaluate_components(w) * self.sensors.evaluate_components(rho), axis=1)
+        values = np.conj(self.sensors.evaluate_components(w)) * self.sensors.evaluate_components(rho)
+        return 2.0 * np.sum(values.real, axis=1)
 
     def add_jacobian_transpose(self, w, weights, out):
         weights = self._check_weights(weights)
@@ -268,7 +275,7 @@ class RegionProbabilities(Observation):
     Parameters
     ----------
     W : dolfinx.fem.FunctionSpace
-        The real-split Schrödinger space (two components).
+        The Schrödinger state space (two real components, or one complex).
     cell_tags : dolfinx.mesh.MeshTags
     tags : sequence of int
     """
@@ -279,12 +286,11 @@ class RegionProbabilities(Observation):
         self.tags = [int(t) for t in np.atleast_1d(tags)]
         if not self.tags:
             raise InvalidArgumentError("at least one region tag is needed")
-        comm = W.mesh.comm
         dx = ufl.Measure("dx", domain=W.mesh, subdomain_data=cell_tags)
         u, v = ufl.TrialFunction(W), ufl.TestFunction(W)
         self.mass = []
         for tag in self.tags:
-            area = comm.allreduce(fem.assemble_scalar(fem.form(fem.Constant(W.mesh, 1.0) * dx(tag))))
+            area = _backend.measure_size(W.mesh, dx(tag))
             if area <= 0.0:
                 raise InvalidArgumentError(f"region tag {tag} has no cells")
             self.mass.append(_backend.assemble_matrix(_backend.form(ufl.inner(u, v) * dx(tag))))
@@ -299,14 +305,14 @@ class RegionProbabilities(Observation):
         out = np.empty(self.num_sensors)
         for r, Mr in enumerate(self.mass):
             Mr.mult(w, self._work)
-            out[r] = self._work.dot(w)
+            out[r] = self._work.dot(w).real  # w^H M_r w
         return out
 
     def jacobian_action(self, w, rho) -> np.ndarray:
         out = np.empty(self.num_sensors)
         for r, Mr in enumerate(self.mass):
             Mr.mult(w, self._work)
-            out[r] = 2.0 * self._work.dot(rho)
+            out[r] = 2.0 * self._work.dot(rho).real  # 2 Re(rho^H M_r w)
         return out
 
     def add_jacobian_transpose(self, w, weights, out):

@@ -21,7 +21,12 @@ Lagrange space, with :math:`\mathbf M = \mathrm{diag}(M, M)` and the skew-symmet
 So :math:`Q = -\mathbf M^{-1}\mathbf A` is skew-adjoint in the :math:`\mathbf M` inner
 product (the real form of the skew-Hermitian :math:`-iM^{-1}H`), the norm
 :math:`\|w\|_{\mathbf M}^2 = \int|\psi|^2` is conserved, and Crank–Nicolson (the
-Cayley transform of :math:`\Delta t\,Q`) conserves it exactly. Everything else —
+Cayley transform of :math:`\Delta t\,Q`) conserves it exactly.
+
+**Complex PETSc build** (``dolfinx-solver-complex``): the state is :math:`\psi` itself in a
+scalar complex Lagrange space and :math:`\mathbf A = iH`, :math:`\mathbf M = M`
+(:math:`M\psi' = -iH\psi`); the same code gives the same numbers (``tests/test_complex_build.py``),
+with Hermitian transposes in the adjoints (:mod:`sensitivity.fem.adjoint`). Everything else —
 the θ-scheme, tangent, adjoint, checkpointing, surrogates — is the machinery of
 :mod:`sensitivity.fem.generator` and its users, unchanged: this module only
 supplies the forms.
@@ -39,6 +44,7 @@ import ufl
 from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
+from sensitivity.fem._backend import COMPLEX
 from sensitivity.fem.generator import Generator
 from sensitivity.fem.velocity import Control
 
@@ -55,9 +61,12 @@ class PotentialField(Control):
 
 
 def schrodinger_space(msh: dmesh.Mesh, degree: int = 1) -> fem.FunctionSpace:
-    """The real-split space: Lagrange of ``degree`` with the two components :math:`(a, b) = (\\Re\\psi, \\Im\\psi)`."""
+    """The state space: Lagrange of ``degree`` with the two components :math:`(a, b) = (\\Re\\psi, \\Im\\psi)`
+    (real build), or scalar complex Lagrange holding :math:`\\psi` itself (complex build)."""
     if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 1:
         raise InvalidArgumentError(f"degree must be a positive integer, got {degree!r}")
+    if COMPLEX:
+        return fem.functionspace(msh, ("Lagrange", int(degree)))
     return fem.functionspace(msh, ("Lagrange", int(degree), (2,)))
 
 
@@ -68,11 +77,16 @@ def wall_conditions(W: fem.FunctionSpace) -> list[fem.DirichletBC]:
     msh.topology.create_connectivity(fdim, msh.topology.dim)
     facets = dmesh.exterior_facet_indices(msh.topology)
     dofs = fem.locate_dofs_topological(W, fdim, facets)
-    return [fem.dirichletbc(np.zeros(2, dtype=PETSc.ScalarType), dofs, W)]
+    zero = PETSc.ScalarType(0.0) if COMPLEX else np.zeros(2, dtype=PETSc.ScalarType)
+    return [fem.dirichletbc(zero, dofs, W)]
 
 
 def _check_space(W: fem.FunctionSpace) -> None:
-    if tuple(W.value_shape) != (2,):
+    if COMPLEX and tuple(W.value_shape) != ():
+        raise InvalidArgumentError(
+            f"the Schrödinger state of a complex build is one complex component (schrodinger_space), "
+            f"got value shape {tuple(W.value_shape)}")
+    if not COMPLEX and tuple(W.value_shape) != (2,):
         raise InvalidArgumentError(
             f"the Schrödinger state needs a two-component (Re, Im) space (schrodinger_space), "
             f"got value shape {tuple(W.value_shape)}")
@@ -131,6 +145,8 @@ class Schrodinger(Generator):
             return 0.5 * ufl.inner(ufl.grad(u), ufl.grad(v)) + V * u * v
 
         m = ufl.inner(w, phi) * dx
+        if COMPLEX:  # M psi' = -i H psi: A = iH
+            return m, 1j * (0.5 * ufl.inner(ufl.grad(w), ufl.grad(phi)) + V * ufl.inner(w, phi)) * dx
         a = (h(w[0], phi[1]) - h(w[1], phi[0])) * dx
         return m, a
 
@@ -141,7 +157,7 @@ class Schrodinger(Generator):
         vec = w.x.petsc_vec if isinstance(w, fem.Function) else w
         Mw = self.M.createVecLeft()
         self.M.mult(vec, Mw)
-        value = float(np.sqrt(max(Mw.dot(vec), 0.0)))
+        value = float(np.sqrt(max(Mw.dot(vec).real, 0.0)))  # w^H M w
         Mw.destroy()
         return value
 
@@ -149,7 +165,12 @@ class Schrodinger(Generator):
         r""":math:`\langle\psi, \hat H\psi\rangle = a^THa + b^THb`, also conserved by Crank–Nicolson (collective)."""
         vec = w.x.petsc_vec if isinstance(w, fem.Function) else w
         Aw = self.A.createVecLeft()
-        self.A.mult(vec, Aw)  # (A w) = (-H b, H a): swap the components back
+        self.A.mult(vec, Aw)
+        if COMPLEX:  # A = iH: psi^H H psi = Re(-i psi^H A psi)
+            value = float((-1j * Aw.dot(vec)).real)
+            Aw.destroy()
+            return value
+        # (A w) = (-H b, H a): swap the components back
         arr = Aw.array.reshape(-1, 2)
         own = vec.array.reshape(-1, 2)
         local = float(np.dot(arr[:, 1], own[:, 0]) - np.dot(arr[:, 0], own[:, 1]))
@@ -162,7 +183,7 @@ class Schrodinger(Generator):
             out = fem.Function(fem.functionspace(self.V.mesh, ("Lagrange", self.V.ufl_element().embedded_superdegree)),
                                name="density")
         fn = w if isinstance(w, fem.Function) else self._as_state(w)
-        out.interpolate(fem.Expression(fn[0] ** 2 + fn[1] ** 2, out.function_space.element.interpolation_points))
+        out.interpolate(fem.Expression(ufl.real(ufl.inner(fn, fn)), out.function_space.element.interpolation_points))
         return out
 
     def _as_state(self, vec: PETSc.Vec) -> fem.Function:
@@ -189,6 +210,8 @@ def gaussian_packet(problem: Schrodinger, center: Sequence[float], width: float,
         d = x[:gdim] - x0[:, None]
         envelope = np.exp(-np.sum(d**2, axis=0) / (2.0 * width**2))
         phase = k @ d
+        if COMPLEX:
+            return envelope * np.exp(1j * phase)
         return np.vstack([envelope * np.cos(phase), envelope * np.sin(phase)])
 
     psi = fem.Function(W, name="psi")

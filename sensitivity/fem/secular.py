@@ -58,7 +58,9 @@ and
     \partial_c\langle\phi_k, M_v\phi_l\rangle,\qquad
     \langle\phi_k, M_v\phi_l\rangle = f_k^T\,\partial\mathbf A[v]\,e_l,
 
-:math:`e_l = (\phi_l, 0)`, :math:`f_k = (0, \phi_k)`: one assembly per eigenpair. The first-order
+:math:`e_l = (\phi_l, 0)`, :math:`f_k = (0, \phi_k)`: one assembly per eigenpair. In a complex
+build :math:`e_l = \phi_l` and :math:`f_k = i\phi_k` (the states :math:`\psi = \phi` and
+:math:`\psi = i\phi`), every pairing is :math:`\mathrm{Re}(x^Hy)` and the same formulas hold. The first-order
 surrogate :math:`t_nS^nJ\psi_0` for comparison is :class:`~sensitivity.fem.surrogate.FirstOrderSurrogate`.
 """
 
@@ -126,7 +128,8 @@ class Eigenbasis:
     clusters : list of numpy.ndarray
         Index sets of degenerate eigenvalues, a partition of ``range(N)``.
     real_modes, imag_modes : list of petsc4py.PETSc.Vec
-        :math:`e_k = (\phi_k, 0)` and :math:`f_k = (0, \phi_k)` in the state layout, :math:`\mathbf M`-orthonormal;
+        :math:`e_k = (\phi_k, 0)` and :math:`f_k = (0, \phi_k)` in the state layout (complex build:
+        :math:`\phi_k` and :math:`i\phi_k`), :math:`\mathbf M`-orthonormal;
         signs fixed by a generic reference function, so that a non-degenerate mode is the same
         on any number of ranks (a degenerate eigenspace's basis is not).
     residuals : numpy.ndarray, shape (N,)
@@ -151,12 +154,15 @@ class Eigenbasis:
             raise InvalidArgumentError(f"nev = {nev} exceeds the {ndofs} free nodes")
         if target is None:
             values = problem.control.function.x.array[: problem.control.space.dofmap.index_map.size_local]
-            target = comm.allreduce(float(values.min()) if values.size else np.inf, op=MPI.MIN)
+            target = comm.allreduce(float(values.real.min()) if values.size else np.inf, op=MPI.MIN)
         rstart = problem.M.getOwnershipRange()[0]
-        self._rows_a = (2 * free).astype(np.int32)  # local rows of the Re and Im components
-        iset_a = PETSc.IS().createGeneral((rstart + 2 * free).astype(PETSc.IntType), comm=comm)
-        iset_b = PETSc.IS().createGeneral((rstart + 2 * free + 1).astype(PETSc.IntType), comm=comm)
-        H = problem.A.createSubMatrix(iset_b, iset_a)  # rows of the Im equation, Re columns: +H
+        bs = problem.V.dofmap.bs  # 2: (Re, Im) rows of a node; 1: the complex psi
+        rows = (bs * free).astype(np.int32)  # local rows of psi (of its real part)
+        iset_a = PETSc.IS().createGeneral((rstart + rows).astype(PETSc.IntType), comm=comm)
+        iset_b = PETSc.IS().createGeneral((rstart + rows + bs - 1).astype(PETSc.IntType), comm=comm)
+        H = problem.A.createSubMatrix(iset_b, iset_a)  # real: Im rows, Re columns: +H; complex: A = iH
+        if _backend.COMPLEX:
+            H.scale(-1j)
         Ms = problem.M.createSubMatrix(iset_a, iset_a)
         want = min(nev + 2, ndofs)  # two more, to see whether the last cluster is complete
         eps = _backend.create_eps(H, Ms, petsc_options, "eigenbasis", nev=want, target=float(target), tol=tol)
@@ -184,15 +190,21 @@ class Eigenbasis:
             phi.destroy()
         phis, self.energies = phis[:keep], energies[:keep]
         self.clusters = [c for c in clusters if c[-1] < keep]
-        self._orthonormalize(phis, Ms)
+        if _backend.COMPLEX:
+            phis = self._real_basis(phis, Ms)
+        else:
+            self._orthonormalize(phis, Ms)
         self.residuals = self._residuals(phis, H, Ms)
         self.real_modes, self.imag_modes = [], []
-        for phi in phis:
+        for phi in phis:  # e = psi phi (Re part phi), f = psi i phi (Im part phi)
             e, f = problem.create_vector(), problem.create_vector()
             e.set(0.0)
             f.set(0.0)
-            e.array[self._rows_a] = phi.array
-            f.array[self._rows_a + 1] = phi.array
+            e.array[rows] = phi.array
+            if _backend.COMPLEX:
+                f.array[rows] = 1j * phi.array
+            else:
+                f.array[rows + 1] = phi.array
             self.real_modes.append(e)
             self.imag_modes.append(f)
         self._fix_signs()
@@ -211,7 +223,8 @@ class Eigenbasis:
         """Owned nodes without wall conditions; checks the conditions are homogeneous and node-wise."""
         rows, values = problem.dirichlet_rows()
         comm = problem.V.mesh.comm
-        nodes_a, nodes_b = np.unique(rows[rows % 2 == 0] // 2), np.unique(rows[rows % 2 == 1] // 2)
+        bs = problem.V.dofmap.bs
+        nodes_a, nodes_b = np.unique(rows[rows % bs == 0] // bs), np.unique(rows[rows % bs == bs - 1] // bs)
         bad = 0 if np.array_equal(nodes_a, nodes_b) else 1
         bad |= 0 if np.all(values == 0.0) else 2
         bad = comm.allreduce(bad, op=MPI.BOR)
@@ -239,10 +252,45 @@ class Eigenbasis:
                 for _ in range(2):  # Gram–Schmidt twice
                     for j in cluster[:pos]:
                         Ms.mult(phis[j], w)
-                        phis[i].axpy(-w.dot(phis[i]), phis[j])
+                        phis[i].axpy(-phis[i].dot(w), phis[j])
                 Ms.mult(phis[i], w)
-                phis[i].scale(1.0 / np.sqrt(w.dot(phis[i])))
+                phis[i].scale(1.0 / np.sqrt(phis[i].dot(w).real))
         w.destroy()
+
+    def _real_basis(self, phis: list[PETSc.Vec], Ms: PETSc.Mat) -> list[PETSc.Vec]:
+        """Complex build: a real M-orthonormal basis of each eigenspace from the real and imaginary
+        parts of its (complex) eigenvectors; the eigenspaces of the real symmetric pencil have one."""
+        w = Ms.createVecLeft()
+        out = []
+        for cluster in self.clusters:
+            candidates = []
+            for i in cluster:
+                for part in (phis[i].array_r.real, phis[i].array_r.imag):
+                    vec = phis[i].duplicate()
+                    vec.array[:] = part
+                    candidates.append(vec)
+            Ms.mult(phis[cluster[0]], w)
+            scale = np.sqrt(phis[cluster[0]].dot(w).real)
+            kept = []
+            for vec in candidates:
+                for _ in range(2):
+                    for q in kept:
+                        Ms.mult(q, w)
+                        vec.axpy(-vec.dot(w).real, q)
+                Ms.mult(vec, w)
+                norm = np.sqrt(max(vec.dot(w).real, 0.0))
+                if len(kept) < len(cluster) and norm > 1e-6 * scale:
+                    vec.scale(1.0 / norm)
+                    kept.append(vec)
+                else:
+                    vec.destroy()
+            if len(kept) < len(cluster):
+                raise _backend.SolverError(f"no real basis of the eigenspace at E = {self.energies[cluster[0]]:.6g}")
+            out.extend(kept)
+        for phi in phis:
+            phi.destroy()
+        w.destroy()
+        return out
 
     def _residuals(self, phis, H, Ms) -> np.ndarray:
         hx, mx = H.createVecLeft(), H.createVecLeft()
@@ -263,10 +311,13 @@ class Eigenbasis:
         gdim = self.problem.V.mesh.geometry.dim
         weights = np.array([0.3, 0.5, 0.7])[:gdim]
         g = fem.Function(self.problem.V)
-        g.interpolate(lambda x: np.vstack([np.exp(weights @ x[:gdim]), np.zeros(x.shape[1])]))
+        if _backend.COMPLEX:
+            g.interpolate(lambda x: np.exp(weights @ x[:gdim]))
+        else:
+            g.interpolate(lambda x: np.vstack([np.exp(weights @ x[:gdim]), np.zeros(x.shape[1])]))
         Mg = self.problem.create_vector()
         self.problem.M.mult(g.x.petsc_vec, Mg)
-        for k, side in enumerate(Mg.mDot(self.real_modes)):
+        for k, side in enumerate(np.real(Mg.mDot(self.real_modes))):
             if side < 0.0:
                 self.real_modes[k].scale(-1.0)
                 self.imag_modes[k].scale(-1.0)
@@ -281,12 +332,12 @@ class Eigenbasis:
 
     def coefficients(self, w: PETSc.Vec) -> np.ndarray:
         r""":math:`c_k = \phi_k^TM(a + ib)` of a real-split state ``w`` (complex, shape (N,); collective)."""
-        d = np.asarray(w.mDot(self._mass_modes))
+        d = np.real(w.mDot(self._mass_modes))  # Re <e_k, w>_M, Re <f_k, w>_M
         return d[: self.size] + 1j * d[self.size:]
 
     def pairings(self, g: PETSc.Vec) -> np.ndarray:
         r""":math:`\gamma_k = \phi_k\cdot g_a + i\,\phi_k\cdot g_b` of a real-split dual vector ``g`` (collective)."""
-        d = np.asarray(g.mDot(self.real_modes + self.imag_modes))
+        d = np.real(g.mDot(self.real_modes + self.imag_modes))
         return d[: self.size] + 1j * d[self.size:]
 
     def synthesize(self, c: np.ndarray, out: PETSc.Vec) -> PETSc.Vec:
@@ -338,7 +389,7 @@ def _project_perturbation(basis: Eigenbasis, prob: Schrodinger, v: fem.Function,
     X = np.zeros((basis.size, basis.size))
     for l in range(basis.size):
         dA.mult(basis.real_modes[l], y)
-        X[:, l] = y.mDot(basis.imag_modes)
+        X[:, l] = np.real(y.mDot(basis.imag_modes))
     d = np.zeros(basis.size, dtype=complex)
     for cluster in basis.clusters:
         d[cluster] = -1j * (X[np.ix_(cluster, cluster)] @ c[cluster])
@@ -469,7 +520,7 @@ class SecularSurrogate(_SurrogateBase):
             if any(m.active(n) for m in F.misfits):
                 g.set(0.0)
                 F._add_misfit_gradient(n, theta, g)
-                total += n * s.dt * g.dot(z)
+                total += n * s.dt * g.dot(z).real
         for obj in (theta, z_next, theta_next, g, z):
             obj.destroy()
         return total + self._regularization_derivative(v)

@@ -54,6 +54,9 @@ the :math:`2(K + 1)` block columns and :math:`O(K)` work vectors. The mass matri
 solved iteratively (CG + Jacobi, GMRES + Jacobi with SUPG, where :math:`M` is not
 symmetric), so the surrogate's peak memory stays that of the forward solve.
 
+In a complex build (the Schrödinger module with native complex states) every transpose above
+is the Hermitian one and every pairing the real part, as in :mod:`sensitivity.fem.adjoint`.
+
 **Asymptotic** (:class:`AsymptoticSurrogate`; SPEC §1 dissipative asymptotics with the
 group inverse, the corrected seed Theorem 2.1): for a conservative no-flux problem
 (:mod:`sensitivity.fem.group_inverse`)
@@ -155,7 +158,7 @@ class _MassOperator:
     def solve(self, b: PETSc.Vec, x: PETSc.Vec, *, transpose: bool = False) -> PETSc.Vec:
         """:math:`Mx = b` (or :math:`M^Tx = b`); ``b`` and ``x`` distinct (collective)."""
         if transpose:
-            self.ksp.solveTranspose(b, x)
+            _backend.solve_hermitian_transpose(self.ksp, b, x)
         else:
             self.ksp.solve(b, x)
         self.solves += 1
@@ -176,7 +179,7 @@ class _MassOperator:
         y.copy(self._w1)
         self.scheme.set_dirichlet(self._w1, homogeneous=True)
         self.solve(self._w1, self._w2, transpose=True)
-        self.problem.A.multTranspose(self._w2, out)
+        self.problem.A.multHermitian(self._w2, out)
         out.scale(-1.0)
         return out
 
@@ -215,7 +218,7 @@ class _SurrogateBase:
         g = F._new_control_vector()
         g.set(0.0)
         F.regularization.add_gradient(F.control, g)
-        value = g.dot(v.x.petsc_vec)
+        value = g.dot(v.x.petsc_vec).real
         g.destroy()
         return value
 
@@ -342,15 +345,15 @@ class SurrogateGradient(_SurrogateBase):
                 for k in range(K + 1):
                     with _column(B, k, "rw") as col:
                         col.axpy(t ** (k + 1) / math.factorial(k + 1), grads[n])
-            s.ksp.matSolveTranspose(B, Y)
+            _backend.mat_solve_hermitian_transpose(s.ksp, B, Y)
             for k in range(K + 1):
                 with _column(Y, k, "rw") as col:
                     s.set_dirichlet(col, homogeneous=True)
             if product:
-                s.R.transposeMatMult(Y, B)
+                _backend.hermitian_transpose_mat_mult(s.R, Y, B)
             else:  # the first product creates the matrix every later one reuses
                 B.destroy()
-                B = s.R.transposeMatMult(Y)
+                B = _backend.hermitian_transpose_mat_mult(s.R, Y)
                 product = True
         mus = []
         for k in range(K + 1):
@@ -416,7 +419,7 @@ class SurrogateGradient(_SurrogateBase):
                 t = n * s.dt
                 for k in range(K + 1):
                     with _column(X, k + 1, "r") as z:
-                        total += t ** (k + 1) / math.factorial(k + 1) * g.dot(z)
+                        total += t ** (k + 1) / math.factorial(k + 1) * g.dot(z).real
         for obj in (dA, *ws, x, q, u, tmp, g, X, mass):
             obj.destroy()
         if B is not None:
