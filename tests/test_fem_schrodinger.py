@@ -31,6 +31,7 @@ from sensitivity.fem.exponential import ExponentialPropagator
 from sensitivity.fem.generator import _dense
 from sensitivity.fem.objective import ObservationMisfit
 from sensitivity.fem.observation import DensitySensors, PointSensors, RegionProbabilities
+from sensitivity.fem.output import gather_by_coordinates
 from sensitivity.fem.propagator import ThetaScheme
 from sensitivity.fem.schrodinger import PotentialField, Schrodinger, gaussian_packet, schrodinger_space
 from sensitivity.fem.tangent import Tangent
@@ -433,25 +434,13 @@ def test_exponential_propagator_with_walls_equals_dense_exponential(comm):
 # --------------------------------------------------------------------------- parallel
 
 
-def _sorted_gradient(F) -> tuple[np.ndarray, np.ndarray]:
-    """The gradient's owned dof values gathered to every rank and sorted by dof coordinates."""
-    grad = F.gradient()
-    S = grad.function_space
-    comm = S.mesh.comm
-    nown = S.dofmap.index_map.size_local
-    coords = np.vstack(comm.allgather(S.tabulate_dof_coordinates()[:nown, :2]))
-    values = np.concatenate(comm.allgather(grad.x.array[:nown]))
-    order = np.lexsort(np.round(coords, 10).T[::-1])
-    return coords[order], values[order]
-
-
 @pytest.mark.mpi
 @pytest.mark.parametrize("family", ["P1", "DG0"])
 def test_distributed_gradient_equals_serial(comm, family):
     """The adjoint gradient on the distributed mesh, gathered and matched by dof coordinates,
     equals a COMM_SELF computation on every rank."""
-    distributed = _sorted_gradient(_density_functional(comm, family)[0])
-    serial = _sorted_gradient(_density_functional(MPI.COMM_SELF, family)[0])
+    distributed = gather_by_coordinates(_density_functional(comm, family)[0].gradient())
+    serial = gather_by_coordinates(_density_functional(MPI.COMM_SELF, family)[0].gradient())
     np.testing.assert_allclose(distributed[0], serial[0], atol=1e-12)
     scale = np.max(np.abs(serial[1]))
     assert scale > 0.0

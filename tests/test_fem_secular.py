@@ -24,6 +24,7 @@ from sensitivity.fem.adjoint import ReducedFunctional
 from sensitivity.fem.generator import _dense
 from sensitivity.fem.objective import ObservationMisfit, Tikhonov
 from sensitivity.fem.observation import DensitySensors, RegionProbabilities
+from sensitivity.fem.output import gather_by_coordinates
 from sensitivity.fem.propagator import ThetaScheme
 from sensitivity.fem.schrodinger import PotentialField, Schrodinger, schrodinger_space
 from sensitivity.fem.secular import Eigenbasis, SecularSurrogate, surrogate_state_errors
@@ -225,16 +226,6 @@ def test_secular_error_stays_bounded_and_beats_first_order_at_long_times(comm):
 # --------------------------------------------------------------------------- parallel, input
 
 
-def _sorted(grad) -> tuple[np.ndarray, np.ndarray]:
-    S = grad.function_space
-    comm = S.mesh.comm
-    nown = S.dofmap.index_map.size_local
-    coords = np.vstack(comm.allgather(S.tabulate_dof_coordinates()[:nown, :2]))
-    values = np.concatenate(comm.allgather(grad.x.array[:nown]))
-    order = np.lexsort(np.round(coords, 10).T[::-1])
-    return coords[order], values[order]
-
-
 def _secular_gradient(comm):
     prob, _ = _problem(comm, n=10)
     basis = Eigenbasis(prob, 4)
@@ -242,7 +233,7 @@ def _secular_gradient(comm):
     basis.destroy()
     F = _functional(prob, psi0, 30)
     sec = SecularSurrogate(F, 4)
-    out = _sorted(sec.gradient())
+    out = gather_by_coordinates(sec.gradient())
     sec.destroy()
     return out
 

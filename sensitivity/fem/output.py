@@ -26,7 +26,29 @@ from sensitivity.errors import InvalidArgumentError
 from sensitivity.io import save_figure
 from sensitivity.parallel import run_on_root
 
-__all__ = ["FieldSeries", "TriangleGather", "plot_fields"]
+__all__ = ["FieldSeries", "TriangleGather", "gather_by_coordinates", "plot_fields"]
+
+
+def gather_by_coordinates(fn: fem.Function, decimals: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The owned dof values of a Lagrange Function on every rank, sorted by dof coordinates (collective).
+
+    Independent of the partition (for nodes that do not share coordinates), so runs on
+    different numbers of ranks can be compared entry by entry.
+
+    Returns
+    -------
+    coords : numpy.ndarray, shape (N, gdim)
+    values : numpy.ndarray, shape (N,) or (N, bs) for a blocked space
+    """
+    space = fn.function_space
+    comm = space.mesh.comm
+    gdim = space.mesh.geometry.dim
+    nown, bs = space.dofmap.index_map.size_local, space.dofmap.index_map_bs
+    coords = np.vstack(comm.allgather(space.tabulate_dof_coordinates()[:nown, :gdim]))
+    values = np.concatenate(comm.allgather(fn.x.array[: nown * bs].reshape(nown, bs)))
+    order = np.lexsort(np.round(coords, decimals).T[::-1])
+    values = values[order]
+    return coords[order], (values[:, 0] if bs == 1 else values)
 
 
 class FieldSeries:

@@ -20,10 +20,7 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-import sensitivity  # noqa: F401  (imports dolfinx_solver before dolfinx)
-from dolfinx import fem, mesh
-from petsc4py import PETSc
-from sensitivity.fem import (
+from sensitivity.fem import (  # first: the package imports dolfinx_solver before dolfinx
     DensitySensors,
     Eigenbasis,
     FirstOrderSurrogate,
@@ -36,9 +33,12 @@ from sensitivity.fem import (
     ThetaScheme,
     Tikhonov,
     gaussian_packet,
+    gather_by_coordinates,
     schrodinger_space,
     surrogate_state_errors,
 )
+from dolfinx import fem, mesh
+from petsc4py import PETSc
 from sensitivity.io import atomic_write
 
 SENSORS = [[0.5, 0.5], [0.62, 0.41], [0.3, 0.55], [0.45, 0.7]]
@@ -46,13 +46,7 @@ SENSORS = [[0.5, 0.5], [0.62, 0.41], [0.3, 0.55], [0.45, 0.7]]
 
 def _sorted_owned(fn: fem.Function) -> np.ndarray:
     """Owned dof values of a scalar Function, gathered and sorted by dof coordinates (real parts)."""
-    S = fn.function_space
-    comm = S.mesh.comm
-    nown = S.dofmap.index_map.size_local
-    coords = np.vstack(comm.allgather(S.tabulate_dof_coordinates()[:nown, :2]))
-    values = np.concatenate(comm.allgather(fn.x.array[:nown]))
-    order = np.lexsort(np.round(coords, 10).T[::-1])
-    return np.real(values[order])
+    return np.real(gather_by_coordinates(fn)[1])
 
 
 def main(argv: list[str] | None = None) -> dict:
