@@ -3,7 +3,7 @@ and gives the real build's numbers.
 
 ``tests/mpi_scripts/schrodinger_numbers.py`` computes one problem's numbers — conservation,
 densities, region probabilities, the objective, its adjoint gradient, tangent derivative,
-Hessian action, Taylor remainders, eigenpairs, first-order and secular surrogate gradients and
+Hessian action, Taylor remainders, the gradient from disk checkpoints, eigenpairs, first-order and secular surrogate gradients and
 errors — with this (real) build serially and with the complex build of ``.venv-complex``
 (made by ``scripts/test.sh``, which exports ``SENSITIVITY_COMPLEX_PYTHON``) serially and under
 ``mpirun -n 2``; they must agree to round-off. By hand::
@@ -85,6 +85,8 @@ def test_each_build_conserves_the_norm_and_passes_its_checks(runs, run):
     assert abs(r["gradient_dot_v"] - r["derivative"]) <= 1e-10 * abs(r["derivative"])  # adjoint = tangent
     assert np.all(np.abs(np.array(r["taylor_rates"]) - 2.0) < 0.05)
     assert sum(r["region_probabilities"]) == pytest.approx(1.0, abs=1e-12)  # the regions partition the box
+    g, gc = np.array(r["gradient"]), np.array(r["checkpointed_gradient"])
+    assert r["checkpoint_disk_writes"] > 0 and np.max(np.abs(gc - g)) <= 1e-12 * np.max(np.abs(g))
 
 
 def test_advection_diffusion_refuses_the_complex_build(tmp_path):

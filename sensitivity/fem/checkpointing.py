@@ -473,7 +473,7 @@ def make_trajectory(
         As for :class:`Trajectory`.
     memory_budget : int, optional
         Bytes for state vectors, summed over all ranks; a state takes its global
-        size times the scalar size (8 bytes). One ``create_vector()`` call finds the size.
+        size times the scalar size (8 bytes, 16 in a complex build). One ``create_vector()`` call finds the size.
     max_states : int, optional
         Number of state vectors that may be held at once. With both limits the
         smaller applies; with neither, all states are kept.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
@@ -98,6 +99,13 @@ def main(argv: list[str] | None = None) -> dict:
     value, grad = F.value_and_gradient()
     out.update(value=value, gradient=_sorted_owned(grad).tolist(),
                gradient_dot_v=float(grad.x.petsc_vec.dot(v.x.petsc_vec).real), derivative=F.derivative(v))
+    # the same gradient from revolve checkpoints: 3 states in RAM, the others on disk
+    disk = Path(args.json).resolve().parent / f"checkpoints_{comm.size}"
+    G = ReducedFunctional(scheme, psi0, 12, misfits, regularization=Tikhonov(P1, alpha=1e-3, beta=1e-4),
+                          max_states=3, checkpoint_dir=disk)
+    out["checkpointed_gradient"] = _sorted_owned(G.gradient()).tolist()
+    out["checkpoint_disk_writes"] = G.stats["disk_writes"]
+    G.destroy()
     hv = F.hessian_action(v)
     out.update(hessian=_sorted_owned(hv).tolist(), hessian_dot_v=float(hv.x.petsc_vec.dot(v.x.petsc_vec).real))
     c0 = F.control.x.petsc_vec.copy()
