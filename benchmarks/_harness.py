@@ -21,6 +21,7 @@ import numpy as np
 from sensitivity.io import atomic_write
 
 __all__ = [
+    "finish_report",
     "interleaved",
     "machine_info",
     "plain",
@@ -105,3 +106,15 @@ def print_targets(report: Mapping, width: int = 38) -> None:
     print(f"\n  {'quantity':<{width}} {'value':>10} {'target':>10}  passed")
     for key, target in report["targets"].items():
         print(f"  {key:<{width}} {report[key]:>10.3g} {'<= ' + format(target, 'g'):>10}  {report['passed'][key]}")
+
+
+def finish_report(report: dict, targets: Mapping[str, float], start: float, path, print_report) -> int:
+    """Mark each target passed or not, add the runtime since ``start``, print with ``print_report``
+    and write the JSON atomically to ``path``; returns the exit code 0."""
+    report["passed"] = {key: bool(report[key] <= target) for key, target in targets.items()}
+    report["runtime_seconds"] = time.perf_counter() - start
+    report = plain(report)
+    print_report(report)
+    write_json_atomic(path, report)
+    print(f"wrote {path}")
+    return 0

@@ -51,12 +51,11 @@ import scipy  # noqa: E402
 import scipy.linalg  # noqa: E402
 
 from benchmarks._harness import (  # noqa: E402
+    finish_report,
     interleaved,
     machine_info,
-    plain,
     print_targets,
     ratio,
-    write_json_atomic,
 )
 from sensitivity.dense import (  # noqa: E402
     EigenFrechet,
@@ -352,13 +351,7 @@ def main(argv=None) -> int:
         "timing": timing,
         "machine": {**machine_info(), "load_average_at_start": load_start},
     }
-    report["passed"] = {key: bool(report[key] <= target) for key, target in TARGETS.items()}
-    report["runtime_seconds"] = time.perf_counter() - start
-    report = plain(report)
-    print_report(report)
-    write_json_atomic(args.json, report)
-    print(f"wrote {args.json}")
-    return 0
+    return finish_report(report, TARGETS, start, args.json, print_report)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ import sensitivity  # noqa: E402,F401
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
-from benchmarks._harness import interleaved, machine_info, plain, print_targets, ratio, write_json_atomic  # noqa: E402
+from benchmarks._harness import finish_report, interleaved, machine_info, print_targets, ratio, write_json_atomic  # noqa: E402
 from benchmarks.advection_diffusion import DT, Problem  # noqa: E402
 from sensitivity.fem import FirstOrderSurrogate, ObservationMisfit, PointSensors, ReducedFunctional, ThetaScheme  # noqa: E402
 
@@ -275,13 +275,7 @@ def main(argv=None) -> int:
         "memory_mpi2": memory_mpi2,
         "machine": machine_info(),
     }
-    report["passed"] = {key: bool(report[key] <= target) for key, target in TARGETS.items()}
-    report["runtime_seconds"] = time.perf_counter() - start
-    report = plain(report)
-    print_report(report)
-    write_json_atomic(args.json, report)
-    print(f"wrote {args.json}")
-    return 0
+    return finish_report(report, TARGETS, start, args.json, print_report)
 
 
 if __name__ == "__main__":

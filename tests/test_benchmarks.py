@@ -141,3 +141,53 @@ def test_gradients_benchmark_quick(tmp_path):
         assert all(min(r["maxrss_mib_per_rank"]) > 10 for r in memory.values())
     assert all(len(r["maxrss_mib_per_rank"]) == 2 for r in report["memory_mpi2"].values())
     assert 0 < report["serial"]["accuracy"]["surrogate_angle_deg"] < 90
+
+
+SCHRODINGER_BENCHMARK = mpi_harness.ROOT / "benchmarks" / "schrodinger.py"
+SCHRODINGER_KEYS = ("norm_drift", "energy_drift", "tangent_over_forward", "gradient_over_forward",
+                    "secular_over_forward", "first_order_over_forward", "adjoint_vs_tangent")
+SCHRODINGER_TARGETS = {"norm_drift", "tangent_over_forward", "gradient_over_forward", "adjoint_vs_tangent"}
+
+
+def _check_schrodinger_report(report: dict, nprocs: int) -> None:
+    for key in SCHRODINGER_KEYS:  # timing ratios: present and finite, never compared with targets
+        value = report[key]
+        assert isinstance(value, float) and math.isfinite(value) and value >= 0, (key, value)
+    assert all(math.isfinite(x) for x in _numbers(report))
+    assert set(report["targets"]) == SCHRODINGER_TARGETS == set(report["passed"])
+    assert report["nprocs"] == nprocs and report["quick"] is True
+    assert report["ndofs"] == 2 * 17 * 17 and report["drift_steps"] == 1000
+    # accuracy is deterministic and asserted: Crank–Nicolson conserves the norm and the energy
+    # over 1000 steps of a packet that moves, and the adjoint gradient equals the tangent derivative
+    assert report["norm_drift"] < 1e-12 and report["energy_drift"] < 1e-12
+    assert report["measured"]["conservation"]["distance_moved"] > 0.5
+    assert report["adjoint_vs_tangent"] < 1e-10
+    # the secular surrogate's relative error falls with t (bounded error, |rho| ~ t); first order does not
+    errors = report["measured"]["surrogate_errors"]
+    assert errors["times"] == [0.5, 2.0, 8.0, 32.0]
+    assert errors["outside_fraction"] < 1e-10
+    secular, first_order = errors["secular_relative"], errors["first_order_relative"]
+    assert secular[-1] < secular[0] and secular[-1] < 0.1
+    assert first_order[-1] > 0.3
+    assert report["secular_relative_error"]["32"] == secular[-1]
+
+
+@serial_only
+def test_schrodinger_benchmark_quick(tmp_path):
+    out = tmp_path / "schr.json"
+    result = mpi_harness.run([sys.executable, str(SCHRODINGER_BENCHMARK), "--quick", "--json", str(out)], timeout=120)
+    text = mpi_harness.check(result)
+    assert "norm_drift" in text and "secular rel." in text  # the tables were printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["schr.json"]
+    _check_schrodinger_report(json.loads(out.read_text()), nprocs=1)
+
+
+@serial_only
+def test_schrodinger_benchmark_quick_under_mpirun(tmp_path):
+    """The same benchmark distributed over two ranks: rank 0 prints once and writes the report."""
+    out = tmp_path / "schr2.json"
+    result = mpi_harness.run_mpi(2, [str(SCHRODINGER_BENCHMARK), "--quick", "--json", str(out)], timeout=300)
+    text = mpi_harness.check(result)
+    assert text.count("wrote ") == 1 and text.count("norm_drift") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["schr2.json"]
+    _check_schrodinger_report(json.loads(out.read_text()), nprocs=2)
