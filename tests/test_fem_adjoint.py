@@ -14,7 +14,7 @@ import pytest
 from dolfinx import fem, mesh
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem._backend import create_ksp
+from sensitivity.fem._backend import SolverError, create_ksp
 from sensitivity.fem import (
     FieldMisfit,
     FirstOrderSurrogate,
@@ -185,6 +185,19 @@ def test_bad_input_names_the_value(comm):
     with pytest.raises(InvalidArgumentError, match="nsteps must be a positive integer, got 0"):
         ReducedFunctional(F.scheme, F.theta0, 0, F.misfits)
     np.testing.assert_array_equal(steps_at([0.02, 0.1], 0.02, 10), [1, 5])
+
+
+@pytest.mark.mpi
+def test_a_factorization_with_a_wrong_transposed_solve_is_refused(comm):
+    """SuperLU_DIST's transposed solve returns A^-1 b in this PETSc: the adjoint refuses it
+    (on every rank alike) instead of returning a wrong gradient; its forward solves stay usable."""
+    F, _ = _functional(comm, nsteps=4)
+    options = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "superlu_dist"}
+    G = ReducedFunctional(ThetaScheme(F.problem, F.scheme.dt, petsc_options=options), F.theta0, 4, F.misfits,
+                          F.regularization)
+    assert G.value() == pytest.approx(F.value(), rel=1e-12)
+    with pytest.raises(SolverError, match="'superlu_dist' are wrong in this PETSc .* use 'mumps'"):
+        G.gradient()
 
 
 def _surrogate_directional_derivative(F, v):

@@ -18,8 +18,10 @@ from sensitivity.fem import (
     TriangleGather,
     VelocityField,
     facets,
+    gather_by_coordinates,
     plot_fields,
     read_mesh,
+    scatter_by_coordinates,
     stokes_velocity,
 )
 from sensitivity.parallel import run_on_root
@@ -152,3 +154,25 @@ def test_plot_needs_a_scalar_triangle_space(comm):
     msh = mesh.create_unit_square(comm, 2, 2, cell_type=mesh.CellType.quadrilateral)
     with pytest.raises(InvalidArgumentError, match="triangle"):
         TriangleGather(fem.functionspace(msh, ("Lagrange", 1)))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("shape", [(), (2,)])
+def test_fields_move_between_partitions_by_coordinates(comm, shape):
+    """gather_by_coordinates on the distributed mesh, scatter_by_coordinates into a COMM_SELF
+    copy: the same field; a space without stored values at its dofs is refused on every rank."""
+    def field(c):
+        msh = mesh.create_unit_square(c, 5, 4)
+        f = fem.Function(fem.functionspace(msh, ("Lagrange", 2, shape) if shape else ("Lagrange", 2)))
+        f.interpolate(lambda x: np.sin(3 * x[0]) + x[1] ** 2 if not shape else np.vstack([x[0] * x[1], np.cos(x[1])]))
+        return f
+
+    coords, values = gather_by_coordinates(field(comm))
+    assert values.shape == ((coords.shape[0],) + shape)
+    copy = field(MPI.COMM_SELF)
+    copy.x.array[:] = 0.0
+    scatter_by_coordinates(copy, coords, values)
+    expected = field(MPI.COMM_SELF)
+    np.testing.assert_allclose(copy.x.array, expected.x.array, rtol=0, atol=1e-15)
+    with pytest.raises(InvalidArgumentError, match=r"no stored value at \d+ dof coordinates"):
+        scatter_by_coordinates(field(comm), coords[:-3], values[:-3])

@@ -16,7 +16,7 @@ from sensitivity.fem.group_inverse import GroupInverse
 from sensitivity.fem.meshes import TaggedMesh, build_mesh, facets, read_mesh
 from sensitivity.fem.objective import FieldMisfit, Misfit, ObservationMisfit, Tikhonov, steps_at
 from sensitivity.fem.observation import DensitySensors, Observation, PointSensors, RegionAverages, RegionProbabilities
-from sensitivity.fem.output import FieldSeries, TriangleGather, gather_by_coordinates, plot_fields
+from sensitivity.fem.output import FieldSeries, TriangleGather, gather_by_coordinates, plot_fields, scatter_by_coordinates
 from sensitivity.fem.propagator import ThetaScheme
 from sensitivity.fem.schrodinger import PotentialField, Schrodinger, gaussian_packet, schrodinger_space, wall_conditions
 from sensitivity.fem.secular import Eigenbasis, SecularSurrogate, SurrogateStateErrors, surrogate_state_errors
@@ -67,6 +67,7 @@ __all__ = [
     "make_trajectory",
     "plot_fields",
     "read_mesh",
+    "scatter_by_coordinates",
     "schrodinger_space",
     "steps_at",
     "stokes_velocity",

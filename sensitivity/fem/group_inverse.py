@@ -205,7 +205,7 @@ class GroupInverse:
 
     def _solve(self, b: PETSc.Vec, x: PETSc.Vec, *, transpose: bool) -> None:
         if transpose:
-            self.ksp.solveTranspose(b, x)
+            _backend.solve_hermitian_transpose(self.ksp, b, x)
             self._A.multTranspose(x, self._r)
         else:
             self.ksp.solve(b, x)

@@ -26,7 +26,7 @@ from sensitivity.errors import InvalidArgumentError
 from sensitivity.io import save_figure
 from sensitivity.parallel import run_on_root
 
-__all__ = ["FieldSeries", "TriangleGather", "gather_by_coordinates", "plot_fields"]
+__all__ = ["FieldSeries", "TriangleGather", "gather_by_coordinates", "plot_fields", "scatter_by_coordinates"]
 
 
 def gather_by_coordinates(fn: fem.Function, decimals: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +49,29 @@ def gather_by_coordinates(fn: fem.Function, decimals: int = 10) -> tuple[np.ndar
     order = np.lexsort(np.round(coords, decimals).T[::-1])
     values = values[order]
     return coords[order], (values[:, 0] if bs == 1 else values)
+
+
+def scatter_by_coordinates(fn: fem.Function, coords: np.ndarray, values: np.ndarray, decimals: int = 10) -> None:
+    """Set the dofs of ``fn`` from ``values`` stored with their dof coordinates (the inverse of
+    :func:`gather_by_coordinates`, on any partition; the same arrays on every rank; collective).
+
+    Raises :class:`~sensitivity.errors.InvalidArgumentError` on every rank if a dof of ``fn``
+    has no stored value (another mesh or space).
+    """
+    space = fn.function_space
+    comm = space.mesh.comm
+    gdim = space.mesh.geometry.dim
+    nown, bs = space.dofmap.index_map.size_local, space.dofmap.index_map_bs
+    coords, values = np.asarray(coords, dtype=float), np.asarray(values)
+    index = {tuple(c): k for k, c in enumerate(np.round(coords, decimals))}
+    mine = np.round(space.tabulate_dof_coordinates()[:nown, :gdim], decimals)
+    rows = np.array([index.get(tuple(c), -1) for c in mine], dtype=np.int64)
+    missing = comm.allreduce(int(np.sum(rows < 0)) + (0 if len(values) == len(coords) else nown + 1))
+    if missing:
+        raise InvalidArgumentError(f"no stored value at {missing} dof coordinates of this space "
+                                   f"({len(values)} values for {len(coords)} coordinates)")
+    fn.x.array[: nown * bs] = values[rows].reshape(-1)
+    fn.x.scatter_forward()
 
 
 class FieldSeries:
