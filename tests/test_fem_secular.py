@@ -58,6 +58,14 @@ def _superposition(prob, basis, coeffs=COEFFS) -> fem.Function:
     return psi0
 
 
+def _eigenstates(prob, nev: int) -> fem.Function:
+    """ψ0 = the normalized superposition of the ``nev`` lowest eigenstates with the COEFFS."""
+    basis = Eigenbasis(prob, nev)
+    psi0 = _superposition(prob, basis)
+    basis.destroy()
+    return psi0
+
+
 def _functional(prob, psi0, nsteps, dt=0.01, *, regions=False, regularization=False):
     W = prob.V
     misfits = [ObservationMisfit(DensitySensors(W, SENSORS), [nsteps], np.ones((1, len(SENSORS))), noise=1.0)]
@@ -169,9 +177,7 @@ def test_projected_perturbation_equals_dense_secular_projection(comm):
 @pytest.mark.parametrize("family", ["P1", "DG0"])
 def test_secular_gradient_is_the_transpose_of_its_directional_form(comm, family):
     prob, v = _problem(comm, n=10, family=family)
-    basis = Eigenbasis(prob, 4)
-    psi0 = _superposition(prob, basis)
-    basis.destroy()
+    psi0 = _eigenstates(prob, 4)
     F = _functional(prob, psi0, 40, regions=True, regularization=True)
     sec = SecularSurrogate(F, 4)
     value, grad = sec.value_and_gradient()
@@ -189,9 +195,7 @@ def test_secular_gradient_is_the_transpose_of_its_directional_form(comm, family)
 @pytest.mark.mpi
 def test_first_order_surrogate_of_schrodinger_is_the_transpose_of_its_directional_form(comm):
     prob, v = _problem(comm, n=10)
-    basis = Eigenbasis(prob, 4)
-    psi0 = _superposition(prob, basis)
-    basis.destroy()
+    psi0 = _eigenstates(prob, 4)
     F = _functional(prob, psi0, 20, regions=True)
     fo = FirstOrderSurrogate(F)
     _, grad = fo.value_and_gradient()
@@ -205,9 +209,7 @@ def test_secular_error_stays_bounded_and_beats_first_order_at_long_times(comm):
     t; the secular surrogate's error stays bounded (relative error ~ 1/t) while the first-order
     one grows like ‖ρ‖; at the first step it is the other way round (ρ_1 ≈ ΔtJψ0)."""
     prob, v = _problem(comm)
-    basis = Eigenbasis(prob, 4)
-    psi0 = _superposition(prob, basis)
-    basis.destroy()
+    psi0 = _eigenstates(prob, 4)
     scheme = ThetaScheme(prob, 0.02)
     steps = [1, 25, 50, 100, 200, 400, 800, 1600, 3200]
     err = surrogate_state_errors(scheme, psi0, v, steps, 4)
@@ -228,9 +230,7 @@ def test_secular_error_stays_bounded_and_beats_first_order_at_long_times(comm):
 
 def _secular_gradient(comm):
     prob, _ = _problem(comm, n=10)
-    basis = Eigenbasis(prob, 4)
-    psi0 = _superposition(prob, basis)
-    basis.destroy()
+    psi0 = _eigenstates(prob, 4)
     F = _functional(prob, psi0, 30)
     sec = SecularSurrogate(F, 4)
     out = gather_by_coordinates(sec.gradient())
@@ -250,9 +250,7 @@ def test_distributed_secular_gradient_equals_serial(comm):
 @pytest.mark.mpi
 def test_basis_follows_the_potential(comm):
     prob, v = _problem(comm, n=8)
-    basis = Eigenbasis(prob, 3)
-    psi0 = _superposition(prob, basis)
-    basis.destroy()
+    psi0 = _eigenstates(prob, 3)
     F = _functional(prob, psi0, 10)
     sec = SecularSurrogate(F, 3)
     sec.gradient()

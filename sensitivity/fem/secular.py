@@ -164,59 +164,68 @@ class Eigenbasis:
         if _backend.COMPLEX:
             H.scale(-1j)
         Ms = problem.M.createSubMatrix(iset_a, iset_a)
-        want = min(nev + 2, ndofs)  # two more, to see whether the last cluster is complete
-        eps = _backend.create_eps(H, Ms, petsc_options, "eigenbasis", nev=want, target=float(target), tol=tol)
-        eps.solve()
-        nconv = eps.getConverged()
-        if nconv < nev:
-            for obj in (eps, H, Ms, iset_a, iset_b):
+        try:
+            self._build_modes(H, Ms, rows, nev, ndofs, petsc_options, float(target), tol)
+        finally:
+            for obj in (H, Ms, iset_a, iset_b):
                 obj.destroy()
-            raise _backend.SolverError(f"the eigensolver converged {nconv} of nev = {nev} eigenpairs "
-                                       f"(target {target:g}, tol {tol:g})")
-        phis, energies = [], []
-        for i in range(nconv):
-            phi = H.createVecRight()
-            energies.append(float(np.real(eps.getEigenpair(i, phi))))
-            phis.append(phi)
-        order = np.argsort(energies, kind="stable")
-        energies = np.asarray(energies)[order]
-        phis = [phis[i] for i in order]
-        clusters = self._clusters(energies)
-        keep = next(c[-1] + 1 for c in clusters if c[-1] >= nev - 1)
-        if keep == nconv < ndofs:
-            raise _backend.SolverError(f"cannot tell whether the eigenspace at E = {energies[nev - 1]:.6g} continues "
-                                       f"beyond the {nconv} converged eigenpairs; raise nev")
-        for phi in phis[keep:]:
-            phi.destroy()
-        phis, self.energies = phis[:keep], energies[:keep]
-        self.clusters = [c for c in clusters if c[-1] < keep]
-        if _backend.COMPLEX:
-            phis = self._real_basis(phis, Ms)
-        else:
-            self._orthonormalize(phis, Ms)
-        self.residuals = self._residuals(phis, H, Ms)
-        self.real_modes, self.imag_modes = [], []
-        for phi in phis:  # e = psi phi (Re part phi), f = psi i phi (Im part phi)
-            e, f = problem.create_vector(), problem.create_vector()
-            e.set(0.0)
-            f.set(0.0)
-            e.array[rows] = phi.array
+
+    # ------------------------------------------------------------------ construction
+
+    def _build_modes(self, H, Ms, rows, nev, ndofs, petsc_options, target, tol) -> None:
+        """Eigenpairs of (H, Ms) on the free rows, their clusters and the state-layout modes."""
+        problem = self.problem
+        want = min(nev + 2, ndofs)  # two more, to see whether the last cluster is complete
+        eps = _backend.create_eps(H, Ms, petsc_options, "eigenbasis", nev=want, target=target, tol=tol)
+        phis = []
+        try:
+            eps.solve()
+            nconv = eps.getConverged()
+            if nconv < nev:
+                raise _backend.SolverError(f"the eigensolver converged {nconv} of nev = {nev} eigenpairs "
+                                           f"(target {target:g}, tol {tol:g})")
+            energies = []
+            for i in range(nconv):
+                phis.append(H.createVecRight())
+                energies.append(float(np.real(eps.getEigenpair(i, phis[-1]))))
+            order = np.argsort(energies, kind="stable")
+            energies = np.asarray(energies)[order]
+            phis = [phis[i] for i in order]
+            clusters = self._clusters(energies)
+            keep = next(c[-1] + 1 for c in clusters if c[-1] >= nev - 1)
+            if keep == nconv < ndofs:
+                raise _backend.SolverError(f"cannot tell whether the eigenspace at E = {energies[nev - 1]:.6g} "
+                                           f"continues beyond the {nconv} converged eigenpairs; raise nev")
+            for phi in phis[keep:]:
+                phi.destroy()
+            phis, self.energies = phis[:keep], energies[:keep]
+            self.clusters = [c for c in clusters if c[-1] < keep]
             if _backend.COMPLEX:
-                f.array[rows] = 1j * phi.array
+                phis = self._real_basis(phis, Ms)
             else:
-                f.array[rows + 1] = phi.array
-            self.real_modes.append(e)
-            self.imag_modes.append(f)
+                self._orthonormalize(phis, Ms)
+            self.residuals = self._residuals(phis, H, Ms)
+            self.real_modes, self.imag_modes = [], []
+            for phi in phis:  # e = psi phi (Re part phi), f = psi i phi (Im part phi)
+                e, f = problem.create_vector(), problem.create_vector()
+                e.set(0.0)
+                f.set(0.0)
+                e.array[rows] = phi.array
+                if _backend.COMPLEX:
+                    f.array[rows] = 1j * phi.array
+                else:
+                    f.array[rows + 1] = phi.array
+                self.real_modes.append(e)
+                self.imag_modes.append(f)
+        finally:
+            for obj in (*phis, eps):
+                obj.destroy()
         self._fix_signs()
         self._mass_modes = []
         for mode in self.real_modes + self.imag_modes:
             mm = problem.create_vector()
             problem.M.mult(mode, mm)
             self._mass_modes.append(mm)
-        for obj in (*phis, eps, H, Ms, iset_a, iset_b):
-            obj.destroy()
-
-    # ------------------------------------------------------------------ construction
 
     @staticmethod
     def _free_nodes(problem: Schrodinger) -> np.ndarray:
