@@ -21,23 +21,23 @@ from petsc4py import PETSc
 from sensitivity.errors import SensitivityError
 
 __all__ = [
-    "DEFAULT_EIGEN_OPTIONS",
     "COMPLEX",
+    "DEFAULT_EIGEN_OPTIONS",
     "DEFAULT_LU_OPTIONS",
     "SolverError",
-    "control_derivative",
-    "hermitian_transpose_mat_mult",
-    "mat_solve_hermitian_transpose",
-    "real_part",
-    "solve_hermitian_transpose",
-    "assemble_matrix",
     "WRONG_TRANSPOSE_SOLVERS",
+    "assemble_matrix",
     "assemble_vector",
     "check_transpose_solver",
+    "control_derivative",
     "create_eps",
     "create_ksp",
     "form",
+    "hermitian_transpose_mat_mult",
+    "mat_solve_hermitian_transpose",
     "measure_size",
+    "real_part",
+    "solve_hermitian_transpose",
     "unique_prefix",
 ]
 
