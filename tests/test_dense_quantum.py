@@ -1,4 +1,4 @@
-"""Toy quantum model (SPEC §3, seed §4.1): exact Jacobian and adjoint gradient in the potential,
+"""Toy quantum model (docs/theory.md §3, seed §4.1): exact Jacobian and adjoint gradient in the potential,
 invariances, first-order and secular surrogates, estimation of V from noisy probabilities."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Rate matrices: membership, stationary data, group inverse, and the corrected
-long-time asymptotics of ∇_J exp(tQ) with its explicit bound (SPEC §1)."""
+long-time asymptotics of ∇_J exp(tQ) with its explicit bound (docs/theory.md §1)."""
 
 from __future__ import annotations
 

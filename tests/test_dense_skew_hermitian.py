@@ -1,4 +1,4 @@
-"""Skew-Hermitian generators: validation, the secular projection and surrogate (SPEC §1, seed §4.1)."""
+"""Skew-Hermitian generators: validation, the secular projection and surrogate (docs/theory.md §1, seed §4.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-r"""Random rate-matrix ensembles and the seed's §3 statistics.
+r"""Random rate-matrix ensembles and the seed's §3 statistics (docs/theory.md §1, §5).
 
 For :math:`Q \in 𝒟` with eigen-decomposition :math:`Q = M D M^{-1}` (seed's
 notation, columns of :math:`M` of unit norm) the seed's §3 bounds the term
@@ -7,7 +7,7 @@ notation, columns of :math:`M` of unit norm) the seed's §3 bounds the term
 - §3.1: :math:`\|Q^+J(I-QQ^+)\|_F \le \sqrt{d-1}\,e_m^{-1}\,\|M\|_F\|M^{-1}\|_F\,\|J\|_F`,
   :math:`e_m = \min_{\lambda\ne0}|\lambda|`. Its derivation writes :math:`Q^+ = MD^+M^{-1}`,
   which is the group inverse :math:`Q^\#`, not the pseudo-inverse (they agree only
-  when :math:`\pi` is uniform), so §3.1 is a heuristic; it is evaluated as stated and
+  when :math:`\pi` is uniform), so §3.1 is a heuristic (docs/theory.md §5); it is evaluated as stated and
   compared with the true value;
 - §3.2: :math:`\|Q^+J(I-QQ^+)\|_2 \le \|J\|_2/\sigma_m`, :math:`\sigma_m` the least nonzero
   singular value.
@@ -21,17 +21,41 @@ of ranks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from sensitivity.dense._checks import as_positive_int
+from sensitivity.dense.rate_matrix import check_rate_matrix
 from sensitivity.errors import InvalidArgumentError
+from sensitivity.validation import callable_, choice, integer, positive
 
-__all__ = ["DISTRIBUTIONS", "STATISTICS", "ensemble_statistics", "random_rate_matrix", "spectral_statistics"]
+__all__ = [
+    "DISTRIBUTIONS",
+    "STATISTICS",
+    "ensemble_statistics",
+    "random_generator",
+    "random_rate_matrix",
+    "spectral_statistics",
+]
 
 DISTRIBUTIONS = ("exponential", "uniform", "lognormal")
 STATISTICS = ("e_m", "e_M", "sigma_m", "sigma_M", "eigvec_cond_F", "bound_3_1", "bound_3_2", "value_F", "value_2")
+
+
+def random_generator(seed: np.random.Generator | int | None, name: str = "rng") -> np.random.Generator:
+    """A NumPy generator from a generator (returned as is), a seed (an integer >= 0) or None (fresh entropy)."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return np.random.default_rng(seed)
+    return np.random.default_rng(integer(seed, name, minimum=0))
+
+
+def _check_distribution(distribution: Any) -> str:
+    try:
+        return choice(distribution, "distribution", DISTRIBUTIONS)
+    except InvalidArgumentError as err:  # the message callers have always matched
+        raise InvalidArgumentError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}") from err
 
 
 def random_rate_matrix(d: int, rng: np.random.Generator | int | None = None, *, distribution: str = "exponential",
@@ -43,7 +67,7 @@ def random_rate_matrix(d: int, rng: np.random.Generator | int | None = None, *, 
     d : int
         Number of states (>= 2).
     rng : numpy.random.Generator or int or None
-        Generator or seed.
+        Generator or seed (:func:`random_generator`).
     distribution : {"exponential", "uniform", "lognormal"}
         Law of the rates: Exp(scale), U(0, 2 scale), or exp(N(log scale, 1)).
     scale : float
@@ -54,25 +78,25 @@ def random_rate_matrix(d: int, rng: np.random.Generator | int | None = None, *, 
     numpy.ndarray, shape (d, d)
         Strictly positive off-diagonal rates, diagonal = minus the row sums.
     """
-    d = as_positive_int(d, "d", minimum=2)
-    if not (np.isfinite(scale) and scale > 0):
-        raise InvalidArgumentError(f"scale must be positive and finite, got {scale}")
-    rng = np.random.default_rng(rng)
+    d = integer(d, "d", minimum=2)
+    scale = positive(scale, "scale")
+    rng = random_generator(rng)
+    distribution = _check_distribution(distribution)
     if distribution == "exponential":
         R = rng.exponential(scale, size=(d, d))
     elif distribution == "uniform":
         R = rng.uniform(0.0, 2.0 * scale, size=(d, d))
-    elif distribution == "lognormal":
-        R = rng.lognormal(np.log(scale), 1.0, size=(d, d))
     else:
-        raise InvalidArgumentError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+        R = rng.lognormal(np.log(scale), 1.0, size=(d, d))
     np.fill_diagonal(R, 0.0)
     np.fill_diagonal(R, -R.sum(axis=1))
     return R
 
 
-def spectral_statistics(Q) -> dict[str, float]:
+def spectral_statistics(Q: ArrayLike) -> dict[str, float]:
     """The seed §3 quantities of one rate matrix (see the module docstring).
+
+    ``Q`` must be in ℛ (:func:`~sensitivity.dense.rate_matrix.check_rate_matrix`).
 
     Returns
     -------
@@ -83,7 +107,7 @@ def spectral_statistics(Q) -> dict[str, float]:
         (for :math:`J = e_0e_1^T`), and ``value_F``, ``value_2``
         (:math:`\\|Q^+J(I-QQ^+)\\|` in the Frobenius and 2-norms).
     """
-    Q = np.asarray(Q, dtype=float)
+    Q = check_rate_matrix(Q)
     d = Q.shape[0]
     lam, M = np.linalg.eig(Q)
     zero = int(np.argmin(np.abs(lam)))
@@ -116,8 +140,8 @@ def ensemble_statistics(
     *,
     seed: int = 0,
     distribution: str = "exponential",
-    comm=None,
-    progress=None,
+    comm: Any = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> dict[str, np.ndarray]:
     """Seed §3 statistics over an ensemble of random rate matrices.
 
@@ -132,6 +156,7 @@ def ensemble_statistics(
     samples : int
         Samples per dimension.
     seed : int
+        >= 0.
     distribution : str
         See :func:`random_rate_matrix`.
     comm : mpi4py.MPI.Comm, optional
@@ -145,10 +170,16 @@ def ensemble_statistics(
         ``"d"``: array (len(dims),) and, per key of :data:`STATISTICS`, an array
         ``(len(dims), samples)``.
     """
-    dims = [as_positive_int(d, "dims entry", minimum=2) for d in dims]
-    samples = as_positive_int(samples, "samples")
-    if distribution not in DISTRIBUTIONS:
-        raise InvalidArgumentError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Iterable):
+        raise InvalidArgumentError(f"dims must be a sequence of integers >= 2, got {dims!r}")
+    dims = [integer(d, f"dims[{i}]", minimum=2) for i, d in enumerate(dims)]
+    if not dims:
+        raise InvalidArgumentError("dims must not be empty")
+    samples = integer(samples, "samples", minimum=1)
+    seed = integer(seed, "seed", minimum=0)
+    distribution = _check_distribution(distribution)
+    if progress is not None:
+        progress = callable_(progress, "progress")
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
     local = np.zeros((len(STATISTICS), len(dims), samples))
     # Round-robin over the flattened (dimension, sample) list balances the ranks; the

@@ -1,4 +1,4 @@
-r"""Surrogates for ∇_J exp(tQ) built from truncations of the NH95 series (SPEC §1).
+r"""Surrogates for ∇_J exp(tQ) built from truncations of the NH95 series (docs/theory.md §1).
 
 All three are of the form :math:`e^{tQ}\,P(t)` with a polynomial :math:`P`:
 
@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+from numpy.typing import ArrayLike
 
-from sensitivity.dense._checks import as_direction, as_positive_int, as_square_matrix, as_time
-from sensitivity.dense.frechet import ad_terms
+from sensitivity.dense.frechet import ad_terms, check_frechet_arguments
+from sensitivity.validation import integer
 
 __all__ = ["first_order_surrogate", "seed_4_1_surrogate", "series_surrogate"]
 
 
-def _checked(Q, J, t):
-    Q = as_square_matrix(Q, "Q")
-    return Q, as_direction(J, Q.shape[0]), as_time(t)
-
-
-def first_order_surrogate(Q, J, t: float = 1.0) -> np.ndarray:
+def first_order_surrogate(Q: ArrayLike, J: ArrayLike, t: float = 1.0) -> np.ndarray:
     """First-order surrogate ``t exp(tQ) J`` (seed 1.6).
 
     Parameters
@@ -42,11 +38,11 @@ def first_order_surrogate(Q, J, t: float = 1.0) -> np.ndarray:
     -------
     numpy.ndarray, shape (d, d)
     """
-    Q, J, t = _checked(Q, J, t)
+    Q, J, t = check_frechet_arguments(Q, J, t)
     return t * scipy.linalg.expm(t * Q) @ J
 
 
-def seed_4_1_surrogate(Q, J, t: float = 1.0) -> np.ndarray:
+def seed_4_1_surrogate(Q: ArrayLike, J: ArrayLike, t: float = 1.0) -> np.ndarray:
     r"""The seed's "higher-order" surrogate (4.1).
 
     .. math:: e^{tQ}\Bigl(tJ + \frac{t^2}{2}(JQ - QJ) - \frac{t^3}{3}QJQ\Bigr)
@@ -54,12 +50,12 @@ def seed_4_1_surrogate(Q, J, t: float = 1.0) -> np.ndarray:
     It is not the order-2 truncation of the series (whose last term is
     :math:`\frac{t^3}{6}(JQ^2 - 2QJQ + Q^2J)`); both are offered.
     """
-    Q, J, t = _checked(Q, J, t)
+    Q, J, t = check_frechet_arguments(Q, J, t)
     P = t * J + 0.5 * t**2 * (J @ Q - Q @ J) - (t**3 / 3.0) * (Q @ J @ Q)
     return scipy.linalg.expm(t * Q) @ P
 
 
-def series_surrogate(Q, J, t: float = 1.0, order: int = 1) -> np.ndarray:
+def series_surrogate(Q: ArrayLike, J: ArrayLike, t: float = 1.0, order: int = 1) -> np.ndarray:
     r"""Order-K truncation of the NH95 series (seed 1.5).
 
     .. math:: \tilde Y_K(t) = e^{tQ}\sum_{n=0}^{K}\frac{t^{n+1}}{(n+1)!}\,\mathrm{ad}_{-Q}^n(J)
@@ -71,8 +67,8 @@ def series_surrogate(Q, J, t: float = 1.0, order: int = 1) -> np.ndarray:
     order : int
         K >= 0; ``order=0`` is :func:`first_order_surrogate`.
     """
-    Q, J, t = _checked(Q, J, t)
-    K = as_positive_int(order, "order", minimum=0)
+    Q, J, t = check_frechet_arguments(Q, J, t)
+    K = integer(order, "order", minimum=0)
     S = np.zeros(Q.shape, dtype=np.result_type(Q, J))
     coeff = 1.0
     for n, A in zip(range(K + 1), ad_terms(Q, J)):
