@@ -1,4 +1,4 @@
-"""The complex PETSc build (issue 5 point 7): the Schrödinger module runs with native complex ψ
+"""The complex PETSc build (docs/theory.md §3.3): the Schrödinger module runs with native complex ψ
 and gives the real build's numbers.
 
 ``tests/mpi_scripts/schrodinger_numbers.py`` computes one problem's numbers — conservation,
@@ -32,6 +32,7 @@ pytestmark = [
     pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches its own processes"),
     pytest.mark.skipif(not COMPLEX_PYTHON, reason="no complex-build venv: run scripts/test.sh "
                        "(or set SENSITIVITY_COMPLEX_PYTHON)"),
+    pytest.mark.slow,  # the module fixture runs the script in both builds, serially and under mpirun (~30 s)
 ]
 
 #: Numbers that are themselves round-off (checked to be small, not compared).

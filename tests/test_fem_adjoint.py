@@ -1,4 +1,4 @@
-"""Discrete adjoint gradients and Hessian actions (SPEC §2).
+"""Discrete adjoint gradients and Hessian actions (docs/theory.md §2).
 
 Checks: the adjoint gradient equals the tangent's directional derivative to 1e-10
 (sensors, region averages, field misfit, H¹ regularization; with and without SUPG,
@@ -14,54 +14,17 @@ import pytest
 from dolfinx import fem, mesh
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem._backend import SolverError, create_ksp
+from sensitivity.fem.backend import SolverError, create_ksp
 from sensitivity.fem import (
-    FieldMisfit,
     FirstOrderSurrogate,
     ObservationMisfit,
-    PointSensors,
     ReducedFunctional,
-    RegionAverages,
     ThetaScheme,
     Tikhonov,
     steps_at,
 )
 from sensitivity.parallel import run_on_root
-from tests.test_fem_tangent import _setup
-
-SENSORS = [[0.5, 0.5], [0.7, 0.3], [0.25, 0.8]]
-
-
-def _functional(comm, *, control="stream", supg=False, inflow=False, theta=0.5, nsteps=12, n=6, dt=0.02, **kwargs):
-    """A reduced functional with every kind of term; the data come from a perturbed control."""
-    prob, c, v, th0 = _setup(comm, n=n, control=control, supg=supg, inflow=inflow)
-    scheme = ThetaScheme(prob, dt, theta=theta)
-    V = prob.V
-    msh = V.mesh
-    sensors = PointSensors(V, SENSORS)
-    tdim = msh.topology.dim
-    ncells = msh.topology.index_map(tdim).size_local
-    midpoints = mesh.compute_midpoints(msh, tdim, np.arange(ncells, dtype=np.int32))
-    tags = mesh.meshtags(msh, tdim, np.arange(ncells, dtype=np.int32),
-                         np.where(midpoints[:, 0] < 0.5, 1, 2).astype(np.int32))
-    regions = RegionAverages(V, tags, [1, 2])
-    steps = np.array([max(1, nsteps // 3), max(2, 2 * nsteps // 3), nsteps])
-    rng = np.random.default_rng(3)  # the same data on every rank
-    data_s = rng.uniform(0, 0.3, (3, sensors.num_sensors))
-    data_r = rng.uniform(0, 0.1, (3, 2))
-    fields = []
-    for k in range(2):
-        f = fem.Function(V)
-        f.interpolate(lambda x, k=k: 0.2 * np.exp(-10 * ((x[0] - 0.4 - 0.1 * k) ** 2 + (x[1] - 0.5) ** 2)))
-        fields.append(f)
-    misfits = [
-        ObservationMisfit(sensors, steps, data_s, noise=[0.1, 0.2, 0.1]),
-        ObservationMisfit(regions, steps, data_r, noise=0.05),
-        FieldMisfit(V, [nsteps // 2, nsteps], fields, weight=3.0),
-    ]
-    reg = Tikhonov(prob.control.space, alpha=1e-3, beta=1e-3)
-    F = ReducedFunctional(scheme, th0, nsteps, misfits, reg, **kwargs)
-    return F, v
+from sensitivity.verification import dot_product_test
 
 
 @pytest.mark.mpi
@@ -70,46 +33,34 @@ def _functional(comm, *, control="stream", supg=False, inflow=False, theta=0.5, 
     [("stream", False, False, 0.5), ("stream", True, False, 0.5), ("field", False, True, 0.5),
      ("field", True, True, 1.0)],
 )
-def test_adjoint_gradient_equals_tangent_derivative(comm, control, supg, inflow, theta):
-    F, v = _functional(comm, control=control, supg=supg, inflow=inflow, theta=theta)
-    value, grad = F.value_and_gradient()
+def test_adjoint_gradient_equals_tangent_derivative(comm, advection_functional, control, supg, inflow, theta):
+    F, v = advection_functional(comm, control=control, supg=supg, inflow=inflow, theta=theta)
+    value, grad = F.value_and_derivative()
     assert value == pytest.approx(F.value(), rel=1e-13)
     adjoint = grad.x.petsc_vec.dot(v.x.petsc_vec)
-    tangent = F.derivative(v)
+    tangent = F.directional_derivative(v)
     assert abs(tangent) > 1e-6
     assert abs(adjoint - tangent) <= 1e-10 * abs(tangent), (adjoint, tangent)
 
 
-def _taylor_rates(F, v, base_value, slope, eps0=1e-2):
-    c0 = F.control.x.petsc_vec.copy()
-    rem = []
-    for eps in eps0 / 2.0 ** np.arange(4):
-        c = c0.copy()
-        c.axpy(eps, v.x.petsc_vec)
-        F.set_control(c)
-        rem.append(abs(F.value() - base_value - eps * slope))
-    F.set_control(c0)
-    return np.log2(np.array(rem[:-1]) / np.array(rem[1:]))
-
-
 @pytest.mark.mpi
 @pytest.mark.parametrize("supg", [False, True])
-def test_gradient_taylor_remainder_is_second_order(comm, supg):
-    F, v = _functional(comm, supg=supg)
-    value, grad = F.value_and_gradient()
-    rates = _taylor_rates(F, v, value, grad.x.petsc_vec.dot(v.x.petsc_vec))
+def test_gradient_taylor_remainder_is_second_order(comm, advection_functional, reduced_taylor, supg):
+    F, v = advection_functional(comm, supg=supg)
+    value, grad = F.value_and_derivative()
+    rates = reduced_taylor(F, v, value, grad.x.petsc_vec.dot(v.x.petsc_vec), step=1e-2).rates[1]
     assert np.all(np.abs(rates - 2.0) < 0.1), rates
 
 
 @pytest.mark.mpi
-def test_checkpointed_gradient_equals_in_memory_gradient(comm, tmp_path_factory):
-    ref_F, _ = _functional(comm, nsteps=20)
-    ref_value, ref = ref_F.value_and_gradient()
+def test_checkpointed_gradient_equals_in_memory_gradient(comm, advection_functional, tmp_path_factory):
+    ref_F, _ = advection_functional(comm, nsteps=20)
+    ref_value, ref = ref_F.value_and_derivative()
     assert ref_F.stats["recomputed_steps"] == 0
     directory = comm.bcast(run_on_root(comm, lambda: tmp_path_factory.mktemp("ckpt")), root=0)
     for options in ({"max_states": 5}, {"max_states": 3, "checkpoint_dir": directory}):
-        F, _ = _functional(comm, nsteps=20, **options)
-        value, grad = F.value_and_gradient()
+        F, _ = advection_functional(comm, nsteps=20, **options)
+        value, grad = F.value_and_derivative()
         if "checkpoint_dir" in options:  # states beyond the RAM budget went to disk
             assert F.stats["disk_writes"] > 0 and F.stats["disk_reads"] > 0, F.stats
         else:  # ... or were recomputed from revolve checkpoints
@@ -125,8 +76,8 @@ def test_checkpointed_gradient_equals_in_memory_gradient(comm, tmp_path_factory)
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("control, supg", [("stream", False), ("field", True)])
-def test_hessian_action_matches_gradient_differences_and_is_symmetric(comm, control, supg):
-    F, v = _functional(comm, control=control, supg=supg, inflow=supg, nsteps=8)
+def test_hessian_action_matches_gradient_differences_and_is_symmetric(comm, advection_functional, control, supg):
+    F, v = advection_functional(comm, control=control, supg=supg, inflow=supg, nsteps=8)
     w = fem.Function(v.function_space)
     w.interpolate(lambda x: np.sin(2 * x[0]) * x[1] if control == "stream"
                   else np.vstack([x[1] ** 2, np.cos(x[0])]))
@@ -141,7 +92,7 @@ def test_hessian_action_matches_gradient_differences_and_is_symmetric(comm, cont
             c = c0.copy()
             c.axpy(sign * eps, v.x.petsc_vec)
             F.set_control(c)
-            g = F.gradient()  # (a Function destroys its PETSc vector when it is collected)
+            g = F.derivative()  # (a Function destroys its PETSc vector when it is collected)
             grads.append(g.x.petsc_vec.copy())
         fd = grads[0] - grads[1]
         fd.scale(1.0 / (2 * eps))
@@ -154,21 +105,27 @@ def test_hessian_action_matches_gradient_differences_and_is_symmetric(comm, cont
 
 
 @pytest.mark.mpi
-def test_region_averages_and_misfit_values(comm):
-    F, _ = _functional(comm, nsteps=4)
+def test_region_averages_and_misfit_values(comm, advection_functional):
+    F, _ = advection_functional(comm, nsteps=4)
     regions = F.misfits[1].observation
     f = fem.Function(F.problem.V)
     f.interpolate(lambda x: 1.0 + x[0])
     # averages of 1 + x over x < 1/2 and x > 1/2
     np.testing.assert_allclose(regions.evaluate(f), [1.25, 1.75], rtol=1e-12)
-    out = F.problem.create_vector()
-    out.set(0.0)
-    regions.apply_transpose([2.0, -1.0], out)
-    assert out.dot(f.x.petsc_vec) == pytest.approx(2 * 1.25 - 1.75, rel=1e-12)
+
+    def transpose(w):
+        out = F.problem.create_vector()
+        out.set(0.0)
+        return regions.apply_transpose(w, out)
+
+    # dot-product test of the transpose: <f, P^T w> = <P f, w>, here known exactly
+    result = dot_product_test(regions.evaluate, transpose, f, np.array([2.0, -1.0]))
+    assert result.adjoint == pytest.approx(2 * 1.25 - 1.75, rel=1e-12)
+    assert result.relative_error < 1e-12, result
 
 
-def test_bad_input_names_the_value(comm):
-    F, v = _functional(comm, nsteps=4)
+def test_bad_input_names_the_value(comm, advection_functional):
+    F, v = advection_functional(comm, nsteps=4)
     sensors = F.misfits[0].observation
     with pytest.raises(InvalidArgumentError, match=r"observation time 0.03 is not a multiple of dt = 0.02"):
         steps_at([0.04, 0.03], 0.02, 10)
@@ -188,16 +145,16 @@ def test_bad_input_names_the_value(comm):
 
 
 @pytest.mark.mpi
-def test_a_factorization_with_a_wrong_transposed_solve_is_refused(comm):
+def test_a_factorization_with_a_wrong_transposed_solve_is_refused(comm, advection_functional):
     """SuperLU_DIST's transposed solve returns A^-1 b in this PETSc: the adjoint refuses it
     (on every rank alike) instead of returning a wrong gradient; its forward solves stay usable."""
-    F, _ = _functional(comm, nsteps=4)
+    F, _ = advection_functional(comm, nsteps=4)
     options = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "superlu_dist"}
     G = ReducedFunctional(ThetaScheme(F.problem, F.scheme.dt, petsc_options=options), F.theta0, 4, F.misfits,
                           F.regularization)
     assert G.value() == pytest.approx(F.value(), rel=1e-12)
     with pytest.raises(SolverError, match="'superlu_dist' are wrong in this PETSc .* use 'mumps'"):
-        G.gradient()
+        G.derivative()
 
 
 def _surrogate_directional_derivative(F, v):
@@ -225,7 +182,7 @@ def _surrogate_directional_derivative(F, v):
         z, znew = znew, z
         if any(m.active(n) for m in F.misfits):
             g.set(0.0)
-            F._add_misfit_gradient(n, x, g)
+            F.add_misfit_gradient(n, x, g)
             total += n * s.dt * g.dot(z)
     reg = F.control.x.petsc_vec.duplicate()
     reg.set(0.0)
@@ -235,10 +192,11 @@ def _surrogate_directional_derivative(F, v):
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("control, supg, inflow", [("stream", False, False), ("field", True, True)])
-def test_first_order_surrogate_gradient_is_the_transpose_of_the_forward_surrogate(comm, control, supg, inflow):
-    F, v = _functional(comm, control=control, supg=supg, inflow=inflow)
+def test_first_order_surrogate_gradient_is_the_transpose_of_the_forward_surrogate(comm, advection_functional,
+                                                                                   control, supg, inflow):
+    F, v = advection_functional(comm, control=control, supg=supg, inflow=inflow)
     surrogate = FirstOrderSurrogate(F)
-    value, grad = surrogate.value_and_gradient()
+    value, grad = surrogate.value_and_derivative()
     assert value == pytest.approx(F.value(), rel=1e-13)
     assert surrogate.stats["stored_vectors"] == 4  # only the observation steps, no trajectory
     forward = _surrogate_directional_derivative(F, v)
@@ -246,13 +204,13 @@ def test_first_order_surrogate_gradient_is_the_transpose_of_the_forward_surrogat
 
 
 @pytest.mark.mpi
-def test_first_order_surrogate_error_shrinks_with_final_time(comm):
+def test_first_order_surrogate_error_shrinks_with_final_time(comm, advection_functional):
     """Relative error of the surrogate gradient against the exact one: O(t ||Q||) as t -> 0."""
     errors = []
     for dt in (4e-3, 2e-3, 1e-3):
-        F, _ = _functional(comm, nsteps=6, dt=dt)
+        F, _ = advection_functional(comm, nsteps=6, dt=dt)
         F.regularization = None
-        exact, sur = F.gradient(), FirstOrderSurrogate(F).gradient()
+        exact, sur = F.derivative(), FirstOrderSurrogate(F).derivative()
         d = sur.x.petsc_vec.copy()
         d.axpy(-1.0, exact.x.petsc_vec)
         errors.append(d.norm() / exact.x.petsc_vec.norm())

@@ -1,4 +1,4 @@
-"""Trajectory storage for the adjoint sweep (sensitivity.fem.checkpointing).
+"""Trajectory storage for the adjoint sweep (sensitivity.fem.timestepping.trajectory; docs/theory.md §2.10).
 
 Checks: the states handed back in reverse are bitwise those of a plain forward loop
 of the θ-scheme, for all states in memory and for binomial checkpointing with RAM
@@ -17,23 +17,22 @@ from mpi4py import MPI
 from sensitivity.errors import InvalidArgumentError  # first: the package imports dolfinx_solver
 from petsc4py import PETSc  # noqa: E402
 from sensitivity.fem import ThetaScheme
-from sensitivity.fem import checkpointing
-from sensitivity.fem.checkpointing import CheckpointedTrajectory, MemoryTrajectory, make_trajectory
+from sensitivity.fem.timestepping import trajectory as checkpointing
+from sensitivity.fem import CheckpointedTrajectory, MemoryTrajectory, make_trajectory
 from sensitivity.parallel import CollectiveError
-from tests.test_fem_tangent import _setup
 
 N = 40
 
 
 @pytest.fixture(scope="module")
-def theta():
+def theta(advection_problem):
     """A θ-scheme on a small mesh, its initial state and the states of a plain forward loop.
 
     The solver is GMRES with block-Jacobi ILU, which is bitwise reproducible on any
     number of ranks; MUMPS (the default) is not on 3 ranks: two plain forward loops
     differ by ~1e-15 there, so bitwise comparison would test MUMPS, not the trajectory.
     """
-    prob, _, _, th0 = _setup(MPI.COMM_WORLD, n=6)
+    prob, _, _, th0 = advection_problem(MPI.COMM_WORLD, n=6)
     options = {"ksp_type": "gmres", "pc_type": "bjacobi", "sub_pc_type": "ilu", "ksp_rtol": 1e-12}
     scheme = ThetaScheme(prob, 0.01, petsc_options=options)
     x0 = th0.x.petsc_vec
@@ -246,7 +245,7 @@ def _dummy_vector():
         (lambda: MemoryTrajectory(None, _dummy_vector, 3), r"step must be callable, got NoneType"),
         (lambda: MemoryTrajectory(_dummy_step, 3, 3), r"create_vector must be callable, got int"),
         (lambda: CheckpointedTrajectory(_dummy_step, _dummy_vector, 5, snapshots_in_ram=0),
-         r"snapshots_in_ram must be an integer >= 1, got 0"),
+         r"snapshots_in_ram must be a positive integer, got 0"),
         (lambda: CheckpointedTrajectory(_dummy_step, _dummy_vector, 5, snapshots_in_ram=2, snapshots_on_disk=-1),
          r"snapshots_on_disk must be an integer >= 0, got -1"),
         (lambda: CheckpointedTrajectory(_dummy_step, _dummy_vector, 5, snapshots_in_ram=2, snapshots_on_disk=3),
@@ -255,7 +254,7 @@ def _dummy_vector():
                                         directory=""), r"directory must be a non-empty path, got ''"),
         (lambda: make_trajectory(_dummy_step, _dummy_vector, 5, max_states=0), r"max_states must be .*got 0"),
         (lambda: make_trajectory(_dummy_step, _dummy_vector, 5, memory_budget=-8),
-         r"memory_budget must be a positive number of bytes, got -8"),
+         r"memory_budget must be positive and finite, got -8"),
         (lambda: make_trajectory(_dummy_step, _dummy_vector, 5, max_states=2),
          r"max_states=2 cannot hold the 6 states nor 3 for checkpointing"),
     ],

@@ -1,5 +1,6 @@
 """Exponential propagator (SLEPc MFN) and its block-Krylov tangent; the analytic
-constant-velocity case, where J and Q commute and the first-order surrogate is exact."""
+constant-velocity case, where J and Q commute and the first-order surrogate is exact
+(docs/theory.md §2.3, §2.9)."""
 
 from __future__ import annotations
 
@@ -14,21 +15,20 @@ from dolfinx import fem, mesh
 from sensitivity.dense import expm_frechet
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.fem import AdvectionDiffusion, Tangent, ThetaScheme, VelocityField
-from sensitivity.fem.exponential import ExponentialPropagator
-from sensitivity.fem.generator import _dense
-from tests.test_fem_tangent import _setup
+from sensitivity.fem import ExponentialPropagator
+from sensitivity.fem.backend import to_dense
 
 
 @pytest.mark.parametrize("supg", [False, True])
-def test_mfn_equals_dense_exponential_and_frechet(supg):
-    prob, c, v, th0 = _setup(MPI.COMM_SELF, n=5, supg=supg)
+def test_mfn_equals_dense_exponential_and_frechet(advection_problem, supg):
+    prob, c, v, th0 = advection_problem(MPI.COMM_SELF, n=5, supg=supg)
     prop = ExponentialPropagator(prob)
     T = 0.4
     theta, rho = prop.tangent(th0, v, T)
     M, A = prob.to_dense()
     dA, dM = prob.dA(v), prob.dM(v)
     Q = -np.linalg.solve(M, A)
-    J = -np.linalg.solve(M, _dense(dA) + (_dense(dM) @ Q if dM is not None else 0.0))
+    J = -np.linalg.solve(M, to_dense(dA) + (to_dense(dM) @ Q if dM is not None else 0.0))
     x0 = th0.x.petsc_vec.array
     exact_theta = scipy.linalg.expm(T * Q) @ x0
     exact_rho = expm_frechet(Q, J, T) @ x0
@@ -38,8 +38,8 @@ def test_mfn_equals_dense_exponential_and_frechet(supg):
 
 
 @pytest.mark.mpi
-def test_theta_scheme_converges_to_exponential_at_second_order(comm):
-    prob, c, v, th0 = _setup(comm, n=8, control="field")
+def test_theta_scheme_converges_to_exponential_at_second_order(comm, advection_problem):
+    prob, c, v, th0 = advection_problem(comm, n=8, control="field")
     T = 0.3
     theta_ex, rho_ex = ExponentialPropagator(prob).tangent(th0, v, T)
     err_theta, err_rho = [], []
@@ -58,8 +58,8 @@ def test_theta_scheme_converges_to_exponential_at_second_order(comm):
     assert np.all(np.abs(np.log2(np.array(errs[:-1]) / errs[1:]) - 1.0) < 0.15), errs
 
 
-def test_inhomogeneous_dirichlet_rejected(comm):
-    prob, *_ = _setup(comm, n=3, control="field", inflow=True)
+def test_inhomogeneous_dirichlet_rejected(comm, advection_problem):
+    prob, *_ = advection_problem(comm, n=3, control="field", inflow=True)
     with pytest.raises(InvalidArgumentError, match="homogeneous Dirichlet values, got max \\|g\\| = 1"):
         ExponentialPropagator(prob)
 

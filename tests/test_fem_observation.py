@@ -1,4 +1,4 @@
-"""Point sensors across ranks: values, the transpose (dot-product test), bad points."""
+"""Point sensors across ranks: values, the transpose (dot-product test, docs/theory.md §6), bad points."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import sensitivity  # noqa: F401
 from dolfinx import fem, mesh
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem.observation import PointSensors
+from sensitivity.fem import PointSensors
+from sensitivity.verification import dot_product_test
 
 POINTS = np.array([[0.1, 0.2], [0.5, 0.5], [0.93, 0.61], [1.0, 1.0], [0.25, 0.75]])
 
@@ -30,11 +31,16 @@ def test_values_and_transpose(comm, degree):
     g = fem.Function(V)
     g.interpolate(lambda x: np.cos(3 * x[0]) * np.sin(2 * x[1] + 0.3))
     w = np.array([0.3, -1.0, 2.0, 0.5, 1.5])
-    out = g.x.petsc_vec.duplicate()
-    out.set(0.0)
-    sensors.apply_transpose(w, out)
-    lhs = sensors.evaluate(g) @ w
-    assert abs(lhs - out.dot(g.x.petsc_vec)) < 1e-13 * max(1.0, abs(lhs))
+
+    def transpose(weights):
+        out = g.x.petsc_vec.duplicate()
+        out.set(0.0)
+        return sensors.apply_transpose(weights, out)
+
+    result = dot_product_test(sensors.evaluate, transpose, g, w)
+    lhs = result.forward
+    assert abs(lhs - result.adjoint) < 1e-13 * max(1.0, abs(lhs))
+    assert result.relative_error < 1e-13, result
 
 
 @pytest.mark.mpi

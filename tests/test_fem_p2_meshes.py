@@ -1,4 +1,4 @@
-"""P2 Lagrange θ and the committed channel-with-obstacle mesh (issue 3).
+"""P2 Lagrange θ and the committed channel-with-obstacle mesh (docs/theory.md §2.2–2.3, §2.8).
 
 Checks: the tangent of the θ-scheme with a P2 θ space passes the Taylor test
 against finite differences of the discrete solver (with and without SUPG,
@@ -29,10 +29,9 @@ from sensitivity.fem import (
     ThetaScheme,
     VelocityField,
 )
-from sensitivity.fem.generator import _dense
+from sensitivity.fem.backend import to_dense
 from sensitivity.fem.meshes import facets, read_mesh
 from tests.mpi_harness import ROOT
-from tests.test_fem_tangent import _blob, _perturbed_run
 
 CHANNEL = ROOT / "meshes" / "channel_obstacle.msh"
 L, H, CENTER, R = 2.2, 0.41, (0.2, 0.2), 0.05  # the committed channel geometry
@@ -41,22 +40,9 @@ L, H, CENTER, R = 2.2, 0.41, (0.2, 0.2), 0.05  # the committed channel geometry
 # --------------------------------------------------------------------------- helpers
 
 
-def _taylor(prob, scheme, c, v, th0, nsteps, eps0):
-    """Remainders |F(c + εv) − F(c) − ερ| for ε = ε0 / 2^k, k = 0..3, their rates, and ρ, θ_N."""
-    thN, (rho,) = Tangent(scheme, [v]).run(th0, nsteps)
-    F0 = _perturbed_run(prob, scheme, c, v, th0, 0.0, nsteps)
-    assert (F0 - thN).norm() <= 1e-13 * thN.norm()  # forward state of the tangent run = plain run
-    res = []
-    for eps in eps0 / 2.0 ** np.arange(4):
-        d = _perturbed_run(prob, scheme, c, v, th0, eps, nsteps)
-        d.axpy(-1.0, F0)
-        d.axpy(-eps, rho)
-        res.append(d.norm())
-    return np.log2(np.array(res[:-1]) / res[1:]), res, rho, thN
-
-
-def _p2_setup(comm, n=5, control="stream", control_degree=2, supg=False, inflow=False, kappa=0.05):
-    """P2 θ on the unit square; ψ in P``control_degree`` or u in vector P``control_degree``."""
+def _p2_setup(comm, theta0, n=5, control="stream", control_degree=2, supg=False, inflow=False, kappa=0.05):
+    """P2 θ on the unit square; ψ in P``control_degree`` or u in vector P``control_degree``; θ0 interpolates
+    the callable ``theta0`` (the ``initial_blob`` fixture)."""
     msh = mesh.create_unit_square(comm, n, n)
     V = fem.functionspace(msh, ("Lagrange", 2))
     if control == "stream":
@@ -77,7 +63,7 @@ def _p2_setup(comm, n=5, control="stream", control_degree=2, supg=False, inflow=
         bcs = [fem.dirichletbc(np.float64(1.0), dofs, V)]
     prob = AdvectionDiffusion(V, ctrl, kappa, bcs=bcs, supg=supg)
     th0 = fem.Function(V)
-    th0.interpolate(_blob)
+    th0.interpolate(theta0)
     return prob, c, v, th0
 
 
@@ -156,10 +142,14 @@ def _summary(prob, v, th0, nsteps, dt=0.02):
         ("field", 2, True, True, 1.0),
     ],
 )
-def test_p2_taylor_remainder_is_second_order(comm, control, control_degree, supg, inflow, theta):
-    prob, c, v, th0 = _p2_setup(comm, control=control, control_degree=control_degree, supg=supg, inflow=inflow)
+def test_p2_taylor_remainder_is_second_order(comm, initial_blob, tangent_taylor, control, control_degree, supg, inflow,
+                                             theta):
+    prob, c, v, th0 = _p2_setup(comm, initial_blob, control=control, control_degree=control_degree, supg=supg,
+                                inflow=inflow)
     scheme = ThetaScheme(prob, 0.01, theta=theta)
-    rates, res, rho, _ = _taylor(prob, scheme, c, v, th0, 10, 0.1)
+    result, thN, rho, F0 = tangent_taylor(prob, scheme, c, v, th0, 10, step=0.1)
+    assert (F0 - thN).norm() <= 1e-13 * thN.norm()  # forward state of the tangent run = plain run
+    rates, res = result.rates[1], result.residuals[1]
     assert np.all(np.abs(rates - 2.0) < 0.1), (rates, res)
     assert rho.norm() > 1e-3  # the derivative is not trivially zero
     if inflow:  # ρ vanishes on the Dirichlet rows
@@ -171,10 +161,12 @@ def test_p2_taylor_remainder_is_second_order(comm, control, control_degree, supg
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("control, control_degree, supg", [("stream", 3, True), ("field", 2, True), ("field", 2, False)])
-def test_p2_adjoint_gradient_equals_tangent_and_checkpointed_gradient(comm, control, control_degree, supg):
+def test_p2_adjoint_gradient_equals_tangent_and_checkpointed_gradient(comm, initial_blob, control, control_degree,
+                                                                      supg):
     """P2 θ exercises every SUPG pair feature (∇λ Δθ too): summed features (trajectory in
     memory), per-step assembly (checkpointed) and the tangent agree."""
-    prob, c, v, th0 = _p2_setup(comm, control=control, control_degree=control_degree, supg=supg, inflow=True)
+    prob, c, v, th0 = _p2_setup(comm, initial_blob, control=control, control_degree=control_degree, supg=supg,
+                                inflow=True)
     scheme = ThetaScheme(prob, 0.01)
     sensors = PointSensors(prob.V, [[0.5, 0.5], [0.7, 0.3]])
     data = np.full((2, 2), 0.1)
@@ -182,10 +174,10 @@ def test_p2_adjoint_gradient_equals_tangent_and_checkpointed_gradient(comm, cont
     gradients = []
     for options in ({}, {"max_states": 3}):
         F = ReducedFunctional(scheme, th0, 10, [misfit], **options)
-        _, grad = F.value_and_gradient()
+        _, grad = F.value_and_derivative()
         assert F.stats["gradient_terms"] == ("outer products" if not options else "assembled per step")
         gradients.append(grad)
-    tangent = F.derivative(v)
+    tangent = F.directional_derivative(v)
     for grad in gradients:
         adjoint = grad.x.petsc_vec.dot(v.x.petsc_vec)
         assert abs(adjoint - tangent) <= 1e-10 * abs(tangent), (adjoint, tangent)
@@ -196,17 +188,17 @@ def test_p2_adjoint_gradient_equals_tangent_and_checkpointed_gradient(comm, cont
 
 @pytest.mark.mpi
 @pytest.mark.parametrize("supg", [False, True])
-def test_p2_agrees_with_dense_frechet_as_dt_vanishes(comm, supg):
+def test_p2_agrees_with_dense_frechet_as_dt_vanishes(comm, initial_blob, supg):
     """CN tangent -> ∇_J exp(tQ)θ0 with Q = −M⁻¹A, J = −M⁻¹(∂A[v] + ∂M[v] Q), second order in dt.
 
     The matrices and vectors are gathered in PETSc's global order, so under mpirun this
     also checks the distributed assembly against the dense toolkit."""
-    prob, c, v, th0 = _p2_setup(comm, n=3, supg=supg)
+    prob, c, v, th0 = _p2_setup(comm, initial_blob, n=3, supg=supg)
     M, A = prob.to_dense()
     dA, dM = prob.dA(v), prob.dM(v)
     assert (dM is not None) == supg
     Q = -np.linalg.solve(M, A)
-    J = -np.linalg.solve(M, _dense(dA) + (_dense(dM) @ Q if supg else 0.0))
+    J = -np.linalg.solve(M, to_dense(dA) + (to_dense(dM) @ Q if supg else 0.0))
     T = 0.2
     exact = expm_frechet(Q, J, T) @ _gather(th0.x.petsc_vec)
     errs = []
@@ -221,11 +213,11 @@ def test_p2_agrees_with_dense_frechet_as_dt_vanishes(comm, supg):
 
 
 @pytest.mark.mpi
-def test_p2_distributed_equals_serial(comm):
+def test_p2_distributed_equals_serial(comm, initial_blob):
     """Ordering-independent results of a P2 run (norms, integrals) equal a COMM_SELF run."""
     results = []
     for c in (comm, MPI.COMM_SELF):
-        prob, _, v, th0 = _p2_setup(c, n=6, control="field", inflow=True, supg=True)
+        prob, _, v, th0 = _p2_setup(c, initial_blob, n=6, control="field", inflow=True, supg=True)
         results.append(_summary(prob, v, th0, 10, dt=0.01))
     distributed, serial = results
     assert np.allclose(distributed, serial, rtol=1e-11, atol=1e-14), (distributed, serial)
@@ -235,7 +227,7 @@ def test_p2_distributed_equals_serial(comm):
 
 
 @pytest.mark.mpi
-def test_channel_inflow_taylor_remainder_is_second_order(comm):
+def test_channel_inflow_taylor_remainder_is_second_order(comm, tangent_taylor):
     """Inflow θ = 1 on the tagged inlet, Poiseuille ψ, P2 θ: Taylor rate 2 over a few steps;
     under mpirun the norms and masses also equal a COMM_SELF run's."""
     prob, c, v, th0 = _channel(read_mesh(CHANNEL, comm), "poiseuille")
@@ -244,7 +236,9 @@ def test_channel_inflow_taylor_remainder_is_second_order(comm):
     assert np.all(values == 1.0)
     scheme = ThetaScheme(prob, 0.02)
     nsteps = 6
-    rates, res, rho, thN = _taylor(prob, scheme, c, v, th0, nsteps, 0.1)
+    result, thN, rho, F0 = tangent_taylor(prob, scheme, c, v, th0, nsteps, step=0.1)
+    assert (F0 - thN).norm() <= 1e-13 * thN.norm()  # forward state of the tangent run = plain run
+    rates, res = result.rates[1], result.residuals[1]
     assert np.all(np.abs(rates - 2.0) < 0.1), (rates, res)
     assert rho.norm() > 1e-2 * thN.norm()
     # the Dirichlet rows hold θ = 1 and ρ = 0 (up to the round-off of the LU solve)

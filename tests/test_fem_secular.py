@@ -1,5 +1,5 @@
 """Surrogates of Schrödinger sensitivities: the secular surrogate from SLEPc eigenpairs and the
-first-order surrogate (SPEC §1 skew-Hermitian, §3; issue 5 point 4).
+first-order surrogate (docs/theory.md §1.6 skew-Hermitian generators, §3.6 the secular surrogate).
 
 Checks: the eigenbasis equals a dense generalized eigensolve, is M-orthonormal, completes a
 degenerate eigenspace cut by ``nev`` and is recomputed when the potential changes; the secular
@@ -20,15 +20,15 @@ from mpi4py import MPI
 from sensitivity.errors import InvalidArgumentError  # first: the package imports dolfinx_solver before dolfinx
 from dolfinx import fem, mesh
 from sensitivity.dense import SkewHermitian
-from sensitivity.fem.adjoint import ReducedFunctional
-from sensitivity.fem.generator import _dense
+from sensitivity.fem import ReducedFunctional
+from sensitivity.fem.backend import to_dense
 from sensitivity.fem.objective import ObservationMisfit, Tikhonov
-from sensitivity.fem.observation import DensitySensors, RegionProbabilities
+from sensitivity.fem import DensitySensors, RegionProbabilities
 from sensitivity.fem.output import gather_by_coordinates
-from sensitivity.fem.propagator import ThetaScheme
-from sensitivity.fem.schrodinger import PotentialField, Schrodinger, schrodinger_space
-from sensitivity.fem.secular import Eigenbasis, SecularSurrogate, surrogate_state_errors
-from sensitivity.fem.surrogate import FirstOrderSurrogate
+from sensitivity.fem import ThetaScheme
+from sensitivity.fem import PotentialField, Schrodinger, schrodinger_space
+from sensitivity.fem import Eigenbasis, SecularSurrogate, surrogate_state_errors
+from sensitivity.fem import FirstOrderSurrogate
 
 SENSORS = [[0.5, 0.5], [0.3, 0.6], [0.6, 0.35]]
 COEFFS = np.array([0.6, 0.5j, 0.4 + 0.3j, 0.2])  # the initial state in the eigenbasis
@@ -93,7 +93,7 @@ def _free_blocks(prob, v=None):
     Mv = None
     if v is not None:
         dA = prob.dA(v)
-        Mv = _dense(dA)[1::2, 0::2][sub]
+        Mv = to_dense(dA)[1::2, 0::2][sub]
         dA.destroy()
     return H, Ms, Mv, free
 
@@ -148,7 +148,7 @@ def test_projected_perturbation_equals_dense_secular_projection(comm):
     prob, v = _problem(comm, n=6, strength=0.0, diagonal=mesh.DiagonalType.crossed)
     F = _functional(prob, fem.Function(prob.V), 4)
     sec = SecularSurrogate(F, 3)
-    basis = sec._current_basis()
+    basis = sec.current_basis()
     psi0 = _superposition(prob, basis, np.array([0.5, 0.6 - 0.2j, 0.3j]))
     psi0.x.petsc_vec.copy(F.theta0)
     z = _gather(sec.projected_perturbation(v))
@@ -180,10 +180,10 @@ def test_secular_gradient_is_the_transpose_of_its_directional_form(comm, family)
     psi0 = _eigenstates(prob, 4)
     F = _functional(prob, psi0, 40, regions=True, regularization=True)
     sec = SecularSurrogate(F, 4)
-    value, grad = sec.value_and_gradient()
+    value, grad = sec.value_and_derivative()
     assert value == pytest.approx(F.value(), rel=1e-13)
     paired = grad.x.petsc_vec.dot(v.x.petsc_vec)
-    forward = sec.derivative(v)
+    forward = sec.directional_derivative(v)
     if comm.rank == 0:
         print(f"{family}: gradient·v {paired!r}, directional {forward!r}, stats {sec.stats}")
     assert abs(paired - forward) <= 1e-9 * abs(forward)
@@ -198,12 +198,13 @@ def test_first_order_surrogate_of_schrodinger_is_the_transpose_of_its_directiona
     psi0 = _eigenstates(prob, 4)
     F = _functional(prob, psi0, 20, regions=True)
     fo = FirstOrderSurrogate(F)
-    _, grad = fo.value_and_gradient()
-    paired, forward = grad.x.petsc_vec.dot(v.x.petsc_vec), fo.derivative(v)
+    _, grad = fo.value_and_derivative()
+    paired, forward = grad.x.petsc_vec.dot(v.x.petsc_vec), fo.directional_derivative(v)
     assert abs(paired - forward) <= 1e-9 * abs(forward), (paired, forward)
     assert fo.stats["assemblies"] == 1  # the mass does not depend on the potential
 
 
+@pytest.mark.slow  # ~9 s: 3200 Crank–Nicolson steps
 def test_secular_error_stays_bounded_and_beats_first_order_at_long_times(comm):
     """Along one trajectory (ψ0 = four eigenstates, 3200 CN steps to t = 64): ‖ρ_n‖ grows like
     t; the secular surrogate's error stays bounded (relative error ~ 1/t) while the first-order
@@ -233,7 +234,7 @@ def _secular_gradient(comm):
     psi0 = _eigenstates(prob, 4)
     F = _functional(prob, psi0, 30)
     sec = SecularSurrogate(F, 4)
-    out = gather_by_coordinates(sec.gradient())
+    out = gather_by_coordinates(sec.derivative())
     sec.destroy()
     return out
 
@@ -253,21 +254,21 @@ def test_basis_follows_the_potential(comm):
     psi0 = _eigenstates(prob, 3)
     F = _functional(prob, psi0, 10)
     sec = SecularSurrogate(F, 3)
-    sec.gradient()
+    sec.derivative()
     E0 = sec.stats["energies"]
-    sec.gradient()
+    sec.derivative()
     assert sec.stats["eigensolves"] == 1  # unchanged potential: the basis is reused
     c = F.control.x.petsc_vec.copy()
     c.shift(2.0)  # V + 2: every energy rises by 2
     F.set_control(c)
-    sec.gradient()
+    sec.derivative()
     assert sec.stats["eigensolves"] == 2
     np.testing.assert_allclose(sec.stats["energies"], E0 + 2.0, rtol=1e-10)
     sec.destroy()
 
 
 @pytest.mark.mpi
-def test_bad_input_names_the_value(comm):
+def test_bad_input_names_the_value(comm, advection_functional):
     prob, _ = _problem(comm, n=4)
     for nev in (0, -1, 2.5, True):
         with pytest.raises(InvalidArgumentError, match=f"nev must be a positive integer, got {nev!r}"):
@@ -275,7 +276,7 @@ def test_bad_input_names_the_value(comm):
     with pytest.raises(InvalidArgumentError, match=r"nev = 100 exceeds the 9 free nodes"):
         Eigenbasis(prob, 100)
     for tol in (0.0, 1.0, float("nan")):
-        with pytest.raises(InvalidArgumentError, match=f"tol must be a number in \\(0, 1\\), got {tol!r}"):
+        with pytest.raises(InvalidArgumentError, match=f"tol must be in \\(0, 1\\), got {tol!r}"):
             Eigenbasis(prob, 2, tol=tol)
     with pytest.raises(InvalidArgumentError, match=r"target must be a finite number, got inf"):
         Eigenbasis(prob, 2, target=float("inf"))
@@ -288,7 +289,5 @@ def test_bad_input_names_the_value(comm):
     half = Schrodinger(W, prob.control, bcs=[fem.dirichletbc(0.0, dofs, W.sub(0))])
     with pytest.raises(InvalidArgumentError, match="both components of the same nodes"):
         Eigenbasis(half, 2)
-    from tests.test_fem_adjoint import _functional as advection_functional
-
     with pytest.raises(InvalidArgumentError, match="needs a Schrodinger problem, got AdvectionDiffusion"):
         SecularSurrogate(advection_functional(comm)[0], 2)

@@ -1,4 +1,4 @@
-"""Surrogate gradients of the finite-element problem: order K and long-time asymptotics (SPEC §1–2).
+"""Surrogate gradients of the finite-element problem: order K and long-time asymptotics (docs/theory.md §1–2).
 
 Checks: the order-K gradient is the transpose of its forward directional form (K = 0..3, with
 and without SUPG and a Dirichlet inflow); both equal a dense evaluation of
@@ -9,9 +9,8 @@ rate-matrix toolkit; the asymptotic gradient equals the dense tΠJΠ − ΠJQ^# 
 against the exact gradient falls as the final time grows (while the first-order surrogate's
 grows); bad input names the bad value.
 
-Every test here is collective; ``test_surrogates_under_mpirun`` runs this file under
-``mpirun -n 2`` and ``-n 3`` with a timeout (the tests carry no ``mpi`` marker, so
-``tests/test_parallel.py`` does not run them a second time).
+Every test here is collective and marked ``mpi``: ``tests/test_parallel.py`` reruns them under
+``mpirun -n 2`` and ``-n 3`` with a timeout.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import numpy as np
 import pytest
 import scipy.linalg
 import ufl
-from mpi4py import MPI
 
 # sensitivity before dolfinx: the package imports dolfinx_solver first
 from sensitivity.dense import RateMatrix, group_inverse, random_rate_matrix, series_surrogate, stationary_distribution
@@ -41,12 +39,8 @@ from sensitivity.fem import (
     Tikhonov,
     VelocityField,
 )
-from sensitivity.fem.generator import _dense
-from tests import mpi_harness
-from tests.test_fem_adjoint import _functional
-from tests.test_fem_tangent import _setup
-
-serial_only = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches mpirun itself")
+from sensitivity.fem.backend import to_dense
+from sensitivity.verification import dot_product_test
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -70,7 +64,7 @@ def _pair(a, b) -> tuple[float, float]:
 def _regularization_dot(F, v) -> float:
     if F.regularization is None:
         return 0.0
-    g = F._new_control_vector()
+    g = F.control_space.create_vector()
     g.set(0.0)
     F.regularization.add_gradient(F.control, g)
     value = g.dot(v.x.petsc_vec)
@@ -84,10 +78,10 @@ def _dense_problem(F, v) -> dict:
     comm = prob.V.mesh.comm
     M, A = prob.to_dense()
     dAv = prob.dA(v)
-    dA = _dense(dAv)
+    dA = to_dense(dAv)
     dAv.destroy()
     dMv = prob.dM(v)
-    dM = np.zeros_like(M) if dMv is None else _dense(dMv)
+    dM = np.zeros_like(M) if dMv is None else to_dense(dMv)
     if dMv is not None:
         dMv.destroy()
     local, _ = prob.dirichlet_rows()
@@ -105,7 +99,7 @@ def _dense_problem(F, v) -> dict:
         if n > 0 and any(m.active(n) for m in F.misfits):
             g = s.create_vector()
             g.set(0.0)
-            F._add_misfit_gradient(n, theta, g)
+            F.add_misfit_gradient(n, theta, g)
             grads[n] = _gather(g)
             g.destroy()
 
@@ -152,26 +146,29 @@ def _cellular(comm, *, n=6, kappa=0.2, supg=False, T=1.0, nsteps=20, theta=0.5, 
 # ---------------------------------------------------------------------------- order K
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("control, supg, inflow", [("stream", False, False), ("field", True, True)])
-def test_order_k_gradient_is_the_transpose_of_its_directional_form(comm, control, supg, inflow):
-    F, v = _functional(comm, control=control, supg=supg, inflow=inflow, nsteps=5)
+def test_order_k_gradient_is_the_transpose_of_its_directional_form(comm, advection_functional, control, supg,
+                                                                  inflow):
+    F, v = advection_functional(comm, control=control, supg=supg, inflow=inflow, nsteps=5)
     value = F.value()
     observed = set().union(*(m.steps.tolist() for m in F.misfits))
     for K in range(4):
         surrogate = SurrogateGradient(F, order=K)
-        val, grad = surrogate.value_and_gradient()
+        val, grad = surrogate.value_and_derivative()
         assert val == pytest.approx(value, rel=1e-13)
         assert surrogate.stats["stored_vectors"] == len(observed) < F.nsteps  # the observation steps, no trajectory
         assert surrogate.stats["assemblies"] == (K + 1) * (2 if supg else 1)
         backward = grad.x.petsc_vec.dot(v.x.petsc_vec)
-        forward = surrogate.derivative(v)
+        forward = surrogate.directional_derivative(v)
         assert abs(forward - _regularization_dot(F, v)) > 1e-3 * abs(forward)  # not just the regularization
         assert abs(backward - forward) <= 1e-10 * abs(forward), (K, backward, forward)
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("control, supg, inflow", [("stream", False, False), ("field", True, True)])
-def test_order_k_matches_dense_oracle(comm, control, supg, inflow):
-    F, v = _functional(comm, control=control, supg=supg, inflow=inflow, nsteps=5, dt=0.005)
+def test_order_k_matches_dense_oracle(comm, advection_functional, control, supg, inflow):
+    F, v = advection_functional(comm, control=control, supg=supg, inflow=inflow, nsteps=5, dt=0.005)
     d = _dense_problem(F, v)
     M, P, S, x0, dt = d["M"], d["P"], d["S"], d["theta0"], d["dt"]
     Q = -np.linalg.solve(M, d["A"])
@@ -183,9 +180,9 @@ def test_order_k_matches_dense_oracle(comm, control, supg, inflow):
             g @ np.linalg.matrix_power(S, n) @ sum(t ** (k + 1) / math.factorial(k + 1) * w for k, w in enumerate(series))
             for n, g in d["grads"].items() for t in [n * dt])
         surrogate = SurrogateGradient(F, order=K)
-        grad = surrogate.gradient()
+        grad = surrogate.derivative()
         assert grad.x.petsc_vec.dot(v.x.petsc_vec) == pytest.approx(discrete, rel=1e-9), K
-        assert surrogate.derivative(v) == pytest.approx(discrete, rel=1e-9), K
+        assert surrogate.directional_derivative(v) == pytest.approx(discrete, rel=1e-9), K
         # with exp(t_n Q) for S^n, the same sum is the dense toolkit's series surrogate (seed 1.5)
         continuous = sum(g @ scipy.linalg.expm(n * dt * Qh) @ sum(
             (n * dt) ** (k + 1) / math.factorial(k + 1) * w for k, w in enumerate(series)) for n, g in d["grads"].items())
@@ -195,14 +192,15 @@ def test_order_k_matches_dense_oracle(comm, control, supg, inflow):
         assert np.abs(d["dM"]).max() > 0.0  # the ∂M term is exercised
 
 
-def test_order_k_error_falls_with_k_for_short_times(comm):
+@pytest.mark.mpi
+def test_order_k_error_falls_with_k_for_short_times(comm, advection_functional):
     """Relative error and angle of ∇F_K against the exact adjoint gradient, K = 0..3 (T = 0.024, 12 CN steps)."""
-    F, _ = _functional(comm, nsteps=12, dt=2e-3)
+    F, _ = advection_functional(comm, nsteps=12, dt=2e-3)
     F.regularization = None  # the exact regularization term would mask the errors
-    exact = F.gradient()
+    exact = F.derivative()
     errors, angles = [], []
     for K in range(4):
-        sur = SurrogateGradient(F, order=K).gradient()
+        sur = SurrogateGradient(F, order=K).derivative()
         err, angle = _pair(sur.x.petsc_vec, exact.x.petsc_vec)
         errors.append(err)
         angles.append(angle)
@@ -214,16 +212,17 @@ def test_order_k_error_falls_with_k_for_short_times(comm):
     assert angles[-1] < 0.2 < angles[0], angles
 
 
-def test_first_order_surrogate_is_order_zero(comm):
-    F, v = _functional(comm, nsteps=6)
+@pytest.mark.mpi
+def test_first_order_surrogate_is_order_zero(comm, advection_functional):
+    F, v = advection_functional(comm, nsteps=6)
     first = FirstOrderSurrogate(F)
     assert first.order == 0
-    a, b = first.gradient(), SurrogateGradient(F).gradient()
+    a, b = first.derivative(), SurrogateGradient(F).derivative()
     err, _ = _pair(a.x.petsc_vec, b.x.petsc_vec)
     assert err < 1e-14
     # a user-chosen mass solver (MUMPS) gives the same gradient
     c = SurrogateGradient(F, petsc_options={"ksp_type": "preonly", "pc_type": "lu",
-                                            "pc_factor_mat_solver_type": "mumps"}).gradient()
+                                            "pc_factor_mat_solver_type": "mumps"}).derivative()
     assert _pair(c.x.petsc_vec, b.x.petsc_vec)[0] < 1e-10
 
 
@@ -246,6 +245,7 @@ def _dense_group_inverse(Q) -> tuple[np.ndarray, np.ndarray]:
     return pi_toolkit, Ga @ np.linalg.inv(np.eye(Q.shape[0]) + alpha * Ga)
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("options", [None, {"ksp_type": "gmres", "pc_type": "jacobi", "ksp_rtol": 1e-14,
                                             "ksp_atol": 0.0, "ksp_max_it": 500}])
 def test_group_inverse_matches_the_rate_matrix_toolkit(comm, options):
@@ -266,11 +266,16 @@ def test_group_inverse_matches_the_rate_matrix_toolkit(comm, options):
     np.testing.assert_allclose(_gather(gi.apply(y, x)), G @ yd, rtol=1e-8, atol=1e-10 * np.abs(G @ yd).max())
     np.testing.assert_allclose(_gather(gi.apply_transpose(z, x)), G.T @ zd, rtol=1e-8,
                                atol=1e-10 * np.abs(G.T @ zd).max())
-    assert gi.apply(y, x).dot(z) == pytest.approx(y.dot(gi.apply_transpose(z, x)), rel=1e-10)  # dot-product test
+    # dot-product test: <Q^# y, z> = <y, (Q^#)^T z>
+    result = dot_product_test(lambda u: gi.apply(u, prob.create_vector()),
+                              lambda u: gi.apply_transpose(u, prob.create_vector()), y, z)
+    assert result.forward == pytest.approx(result.adjoint, rel=1e-10)
+    assert result.relative_error <= 1e-10, result
     for obj in (gi, y, z, x):
         obj.destroy()
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("supg", [False, True])
 def test_asymptotic_gradient_matches_dense_formula(comm, supg):
     F, v = _cellular(comm, supg=supg, T=0.5, nsteps=10)
@@ -284,11 +289,11 @@ def test_asymptotic_gradient_matches_dense_formula(comm, supg):
     assert np.abs(Pi @ J).max() > 1e-3 * np.abs(J).max()  # ... but ΠJ ≠ 0: the direction is not divergence-free
     dense = d["reg"] + sum(g @ _asymptotic(Pi, G, J, n * d["dt"]) @ x0 for n, g in d["grads"].items())
     surrogate = AsymptoticSurrogate(F)
-    value, grad = surrogate.value_and_gradient()
+    value, grad = surrogate.value_and_derivative()
     assert value == pytest.approx(F.value(), rel=1e-13)
     assert abs(dense - d["reg"]) > 1e-3 * abs(dense)
     assert grad.x.petsc_vec.dot(v.x.petsc_vec) == pytest.approx(dense, rel=1e-8)
-    assert surrogate.derivative(v) == pytest.approx(dense, rel=1e-8)
+    assert surrogate.directional_derivative(v) == pytest.approx(dense, rel=1e-8)
     # the formula is the toolkit's (RateMatrix.asymptotic_derivative) on a genuine rate matrix
     Qr = RateMatrix(random_rate_matrix(6, 1))
     Jr = np.random.default_rng(2).standard_normal((6, 6))
@@ -296,6 +301,7 @@ def test_asymptotic_gradient_matches_dense_formula(comm, supg):
                                atol=1e-12)
 
 
+@pytest.mark.mpi
 def test_asymptotic_error_falls_with_final_time(comm):
     """Against the exact gradient the asymptotic error decays ~ e^{-κT}; the first-order one grows ~ T.
 
@@ -307,12 +313,12 @@ def test_asymptotic_error_falls_with_final_time(comm):
     times = (1.0, 2.0, 4.0, 8.0)
     for T in times:
         F, _ = _cellular(comm, T=T, nsteps=8, theta=1.0, regularization=False)
-        exact = F.gradient()
-        asym = AsymptoticSurrogate(F).gradient()
+        exact = F.derivative()
+        asym = AsymptoticSurrogate(F).derivative()
         err, angle = _pair(asym.x.petsc_vec, exact.x.petsc_vec)
         errors.append(err)
         angles.append(angle)
-        first_order = FirstOrderSurrogate(F).gradient()  # (a Function destroys its vector when collected)
+        first_order = FirstOrderSurrogate(F).derivative()  # (a Function destroys its vector when collected)
         first.append(_pair(first_order.x.petsc_vec, exact.x.petsc_vec)[0])
     if comm.rank == 0:
         print("asymptotic:", " ".join(f"T={T:g}: {e:.2e} ({a:.2f} deg)" for T, e, a in zip(times, errors, angles)),
@@ -325,32 +331,22 @@ def test_asymptotic_error_falls_with_final_time(comm):
 # ---------------------------------------------------------------------------- bad input
 
 
-def test_bad_input_names_the_value(comm):
-    F, v = _functional(comm, nsteps=4)
+@pytest.mark.mpi
+def test_bad_input_names_the_value(comm, advection_problem, advection_functional):
+    F, v = advection_functional(comm, nsteps=4)
     for bad in (-1, 1.5, True, "2"):
-        with pytest.raises(InvalidArgumentError, match=f"order must be a non-negative integer, got {bad!r}"):
+        with pytest.raises(InvalidArgumentError, match=f"order must be an integer >= 0, got {bad!r}"):
             SurrogateGradient(F, order=bad)
     with pytest.raises(InvalidArgumentError, match="functional must be a ReducedFunctional, got str"):
         SurrogateGradient("F")
     with pytest.raises(InvalidArgumentError, match="direction must be a dolfinx.fem.Function in the control space"):
-        SurrogateGradient(F, order=1).derivative(F.theta0)
-    F_inflow, _ = _functional(comm, control="field", inflow=True, nsteps=4)
+        SurrogateGradient(F, order=1).directional_derivative(F.theta0)
+    F_inflow, _ = advection_functional(comm, control="field", inflow=True, nsteps=4)
     with pytest.raises(InvalidArgumentError, match="without Dirichlet conditions, got 1 Dirichlet condition"):
         AsymptoticSurrogate(F_inflow)
     with pytest.raises(InvalidArgumentError, match="without Dirichlet conditions"):
         GroupInverse(F_inflow.problem)
-    prob, *_ = _setup(comm, control="field")  # u·n ≠ 0 on the walls: not conservative
+    prob, *_ = advection_problem(comm, control="field")  # u·n ≠ 0 on the walls: not conservative
     with pytest.raises(InvalidArgumentError,
                        match=r"conservative velocity .* got \|\|A\^T 1\|\|_inf / \|\|A\|\|_1 = \d\.\d{3}e[-+]\d+ > rtol"):
         GroupInverse(prob)
-
-
-# ---------------------------------------------------------------------------- MPI
-
-
-@serial_only
-@pytest.mark.parametrize("nprocs", [2, 3])
-def test_surrogates_under_mpirun(nprocs):
-    result = mpi_harness.run_mpi(nprocs, ["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__], timeout=180)
-    out = mpi_harness.check(result)
-    assert " passed" in out and "failed" not in out, out[-2000:]

@@ -14,6 +14,7 @@ serial_only = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches mpiru
 
 
 @serial_only
+@pytest.mark.slow
 @pytest.mark.parametrize("nprocs", [2, 3])
 def test_mpi_suite(nprocs):
     result = mpi_harness.run_mpi(
@@ -24,6 +25,7 @@ def test_mpi_suite(nprocs):
 
 
 @serial_only
+@pytest.mark.slow  # waits for its 10 s timeout
 def test_collective_on_one_rank_fails_within_timeout():
     timeout = 10.0
     start = time.monotonic()

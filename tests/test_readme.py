@@ -29,7 +29,7 @@ def test_readme_python_blocks_run():
     # surrogate gradient exists and the initial state lies in the eigenbasis
     q = scopes[2]
     F, gradient, V, secular = q["F"], q["gradient"], q["V"], q["secular"]
-    along = F.derivative(V)
+    along = F.directional_derivative(V)
     assert abs(gradient.x.petsc_vec.dot(V.x.petsc_vec) - along) <= 1e-9 * abs(along)
     assert np.isfinite(secular.x.petsc_vec.norm()) and secular.x.petsc_vec.norm() > 0
     assert q["basis"].outside_fraction(q["phi0"].x.petsc_vec) < 1e-12

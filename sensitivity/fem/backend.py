@@ -1,8 +1,10 @@
-"""The thin layer over DOLFINx/PETSc calls that change between versions.
+"""The one door to the DOLFINx/PETSc calls that change between versions.
 
-Everything that assembles, creates solvers or moves data between DOLFINx
-Functions and PETSc vectors goes through here, so that a DOLFINx upgrade changes
-this file only. Written against DOLFINx 0.11 / PETSc 3.25.
+Everything that assembles, imposes boundary rows, creates linear or eigen solvers,
+writes VTX files, turns gmsh models into meshes or moves data between DOLFINx
+Functions and PETSc vectors goes through here (no other module of the package
+calls ``dolfinx.fem.petsc``, ``dolfinx.io`` or gmsh's DOLFINx bridge), so that a
+DOLFINx upgrade changes this file only. Written against DOLFINx 0.11 / PETSc 3.25.
 """
 
 from __future__ import annotations
@@ -32,13 +34,23 @@ __all__ = [
     "control_derivative",
     "create_eps",
     "create_ksp",
+    "dense_column",
+    "dirichlet_values",
     "form",
+    "gmsh_geometry",
+    "gmsh_model_to_mesh",
+    "gmsh_topology",
     "hermitian_transpose_mat_mult",
     "mat_solve_hermitian_transpose",
     "measure_size",
     "real_part",
+    "reassemble_matrix",
+    "set_up",
     "solve_hermitian_transpose",
+    "solve_linear_problem",
+    "to_dense",
     "unique_prefix",
+    "vtx_writer",
 ]
 
 #: Direct solve with MUMPS: the default for every linear operator of a time stepper.
@@ -76,6 +88,22 @@ def assemble_matrix(compiled_form) -> PETSc.Mat:
     A = fem_petsc.assemble_matrix(compiled_form)
     A.assemble()
     return A
+
+
+def reassemble_matrix(mat: PETSc.Mat, compiled_form) -> PETSc.Mat:
+    """Assemble a bilinear form again into ``mat`` (same sparsity; collective)."""
+    mat.zeroEntries()
+    fem_petsc.assemble_matrix(mat, compiled_form)
+    mat.assemble()
+    return mat
+
+
+def dirichlet_values(space: fem.FunctionSpace, bcs) -> PETSc.Vec:
+    """A vector of ``space`` holding the prescribed values of ``bcs`` on their dofs, zero elsewhere (owned
+    entries; not collective). The caller destroys it."""
+    g = fem.Function(space)
+    fem_petsc.set_bc(g.x.petsc_vec, list(bcs))
+    return g.x.petsc_vec.copy()
 
 
 def assemble_vector(compiled_form, out: PETSc.Vec | None = None) -> PETSc.Vec:
@@ -125,8 +153,90 @@ def create_ksp(A: PETSc.Mat, petsc_options: Mapping[str, Any] | None, name: str)
         ksp.setOptionsPrefix(prefix)
         ksp.setOperators(A)
         ksp.setFromOptions()
-        ksp.setUp()  # factor while the options are still in the database
+        set_up(ksp, name)  # factor while the options are still in the database
     return ksp
+
+
+def set_up(ksp: PETSc.KSP, name: str) -> PETSc.KSP:
+    """``ksp.setUp()`` (the factorization of a direct solver), with a PETSc failure raised as
+    :class:`SolverError` naming the solver and the error code (collective)."""
+    try:
+        ksp.setUp()
+    except PETSc.Error as exc:
+        raise SolverError(f"setting up the {name} solver failed (PETSc error code {exc.ierr}): the operator is "
+                          "singular, not finite, or the options do not fit it") from None
+    return ksp
+
+
+def solve_linear_problem(a, L, bcs, petsc_options: Mapping[str, Any] | None, name: str) -> fem.Function:
+    """Solve the linear variational problem ``a(u, v) = L(v)`` with Dirichlet ``bcs`` (collective).
+
+    ``petsc_options`` as for :func:`create_ksp` (default MUMPS LU); the solver and its
+    matrix and vector are destroyed before returning the solution Function.
+    """
+    options = dict(DEFAULT_LU_OPTIONS if petsc_options is None else petsc_options)
+    options.setdefault("ksp_error_if_not_converged", True)
+    problem = fem_petsc.LinearProblem(a, L, bcs=list(bcs), petsc_options=options,
+                                      petsc_options_prefix=unique_prefix(name))
+    try:
+        solution = problem.solve()
+    finally:
+        for obj in (problem.solver, problem.A, problem.b):
+            obj.destroy()
+    return solution
+
+
+def vtx_writer(comm, path: str, functions):
+    """A VTX (ADIOS2 ``.bp``) writer of ``functions`` that writes the mesh once (collective)."""
+    import dolfinx.io
+
+    return dolfinx.io.VTXWriter(comm, str(path), list(functions), engine="BPFile",
+                                mesh_policy=dolfinx.io.VTXMeshPolicy.reuse)
+
+
+def gmsh_model_to_mesh(model, comm, rank: int, gdim: int, partitioner=None, **kwargs):
+    """``dolfinx.io.gmsh.model_to_mesh``: distribute the gmsh model held on ``rank`` (collective)."""
+    from dolfinx.io.gmsh import model_to_mesh
+
+    if partitioner is not None:
+        kwargs["partitioner"] = partitioner
+    return model_to_mesh(model, comm, rank, gdim=gdim, **kwargs)
+
+
+def gmsh_geometry(model) -> np.ndarray:
+    """The node coordinates of a gmsh model, shape (num_nodes, 3) (``dolfinx.io.gmsh.extract_geometry``)."""
+    from dolfinx.io.gmsh import extract_geometry
+
+    return extract_geometry(model)
+
+
+def gmsh_topology(model):
+    """Cells and markers of a gmsh model by cell type (``dolfinx.io.gmsh.extract_topology_and_markers``)."""
+    from dolfinx.io.gmsh import extract_topology_and_markers
+
+    return extract_topology_and_markers(model)
+
+
+@contextmanager
+def dense_column(block: PETSc.Mat, j: int, mode: str) -> Iterator[PETSc.Vec]:
+    """Column ``j`` of a dense PETSc matrix as a Vec view (``mode`` "r", "w" or "rw"; not collective)."""
+    vec = block.getDenseColumnVec(j, mode)
+    try:
+        yield vec
+    finally:
+        block.restoreDenseColumnVec(j, mode)
+
+
+def to_dense(mat: PETSc.Mat) -> np.ndarray:
+    """A (small) distributed PETSc matrix as a dense array gathered on every rank (collective)."""
+    comm = mat.getComm().tompi4py()
+    rstart, rend = mat.getOwnershipRange()
+    n = mat.getSize()[1]
+    local = np.zeros((rend - rstart, n), dtype=PETSc.ScalarType)
+    for i in range(rstart, rend):
+        cols, vals = mat.getRow(i)
+        local[i - rstart, cols] = vals
+    return np.vstack(comm.allgather(local))
 
 
 #: Shift-and-invert with a MUMPS factorization: the default for the lowest eigenpairs.
@@ -181,34 +291,29 @@ def check_transpose_solver(ksp: PETSc.KSP) -> None:
                               f"(it solves A x = b instead of A^T x = b); use 'mumps' (the default) for adjoints")
 
 
-def solve_hermitian_transpose(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> PETSc.Vec:
-    """Solve :math:`A^Hx = b` with the factorization of ``ksp`` (:math:`A^T` in a real build; ``b`` unchanged)."""
+def _hermitian_transpose_solve(ksp: PETSc.KSP, solve, b, x):
+    """``solve(b, x)`` is a transposed solve; make it the Hermitian one (``b`` unchanged, ``x`` returned)."""
     check_transpose_solver(ksp)
     if not COMPLEX:
-        ksp.solveTranspose(b, x)
+        solve(b, x)
         return x
     b.conjugate()  # A^H x = b  <=>  A^T conj(x) = conj(b)
     try:
-        ksp.solveTranspose(b, x)
+        solve(b, x)
     finally:
         b.conjugate()
     x.conjugate()
     return x
 
 
+def solve_hermitian_transpose(ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> PETSc.Vec:
+    """Solve :math:`A^Hx = b` with the factorization of ``ksp`` (:math:`A^T` in a real build; ``b`` unchanged)."""
+    return _hermitian_transpose_solve(ksp, ksp.solveTranspose, b, x)
+
+
 def mat_solve_hermitian_transpose(ksp: PETSc.KSP, B: PETSc.Mat, X: PETSc.Mat) -> PETSc.Mat:
     """Solve :math:`A^HX = B` for dense blocks with the factorization of ``ksp`` (``B`` unchanged)."""
-    check_transpose_solver(ksp)
-    if not COMPLEX:
-        ksp.matSolveTranspose(B, X)
-        return X
-    B.conjugate()
-    try:
-        ksp.matSolveTranspose(B, X)
-    finally:
-        B.conjugate()
-    X.conjugate()
-    return X
+    return _hermitian_transpose_solve(ksp, ksp.matSolveTranspose, B, X)
 
 
 def hermitian_transpose_mat_mult(A: PETSc.Mat, Y: PETSc.Mat, out: PETSc.Mat | None = None) -> PETSc.Mat:

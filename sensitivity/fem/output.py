@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import dolfinx.fem as fem
-import dolfinx.io
 import numpy as np
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.io import save_figure
+from sensitivity.fem import backend
+from sensitivity.io import new_figure, save_figure
 from sensitivity.parallel import run_on_root
 
 __all__ = ["FieldSeries", "TriangleGather", "gather_by_coordinates", "plot_fields", "scatter_by_coordinates"]
@@ -107,8 +107,7 @@ class FieldSeries:
         self.functions = functions
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
         run_on_root(self.comm, lambda: _remove(self._tmp))
-        self._writer = dolfinx.io.VTXWriter(self.comm, str(self._tmp), functions, engine="BPFile",
-                                            mesh_policy=dolfinx.io.VTXMeshPolicy.reuse)
+        self._writer = backend.vtx_writer(self.comm, str(self._tmp), functions)
         self._closed = False
 
     def write(self, t: float) -> None:
@@ -200,7 +199,6 @@ def plot_fields(gather: TriangleGather, panels: Sequence[tuple[str, np.ndarray |
     symmetric : sequence of bool, optional
         Per panel: use a colour scale symmetric about zero (for sensitivities).
     """
-    import matplotlib.pyplot as plt
     from matplotlib.tri import Triangulation
 
     n = len(panels)
@@ -215,7 +213,8 @@ def plot_fields(gather: TriangleGather, panels: Sequence[tuple[str, np.ndarray |
         tri = Triangulation(xy[..., 0].ravel(), xy[..., 1].ravel(), np.arange(xy.shape[0] * 3).reshape(-1, 3))
         width = 4.5 * ncols
         height = nrows * (width / ncols) * extent[1] / extent[0] + 0.9 * nrows
-        fig, axes = plt.subplots(nrows, ncols, figsize=(width, max(height, 2.0)), squeeze=False)
+        fig = new_figure(figsize=(width, max(height, 2.0)))
+        axes = fig.subplots(nrows, ncols, squeeze=False)
         for ax in axes.ravel()[n:]:
             ax.set_visible(False)
         for ax, (title, values), sym in zip(axes.ravel(), panels, symmetric):
@@ -231,5 +230,5 @@ def plot_fields(gather: TriangleGather, panels: Sequence[tuple[str, np.ndarray |
             fig.colorbar(art, ax=ax, shrink=0.8, orientation="horizontal", pad=0.15)
         fig.tight_layout()
     else:
-        fig = plt.figure()
+        fig = new_figure()
     return save_figure(gather.comm, fig, path, dpi=130)

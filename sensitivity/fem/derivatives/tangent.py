@@ -1,9 +1,9 @@
 r"""Tangent (sensitivity) solver: :math:`\rho = \nabla_v S_u(t)\theta_0` for the discrete scheme.
 
-The continuous tangent equation (SPEC §2; the seed's 4.6 has a sign error and a
+The continuous tangent equation (docs/theory.md §2; the seed's 4.6 has a sign error and a
 missing :math:`\rho`) is :math:`\partial_t\rho = \kappa\Delta\rho - u\cdot\nabla\rho - v\cdot\nabla\theta`,
 :math:`\rho(0) = 0`. Differentiating the θ-scheme of
-:mod:`sensitivity.fem.propagator` exactly gives, on the free rows,
+:mod:`sensitivity.fem.timestepping.theta` exactly gives, on the free rows,
 
 .. math::
 
@@ -20,17 +20,17 @@ agree with it to :math:`O(\varepsilon^2)`.
 
 from __future__ import annotations
 
-import numbers
-from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 
 import dolfinx.fem as fem
 from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem.propagator import ThetaScheme, _copy_in
+from sensitivity.fem.backend import dense_column
+from sensitivity.fem.timestepping.theta import ThetaScheme, copy_state
+from sensitivity.validation import integer
 
-__all__ = ["Tangent"]
+__all__ = ["Tangent", "tangent_derivative"]
 
 
 class Tangent:
@@ -82,18 +82,17 @@ class Tangent:
         when :math:`\theta_{n+1}` is solved for. This makes N + 1 block solves of
         K + 1 columns instead of N(K + 1) single solves.
         """
-        if isinstance(nsteps, bool) or not isinstance(nsteps, numbers.Integral) or nsteps < 0:
-            raise InvalidArgumentError(f"nsteps must be a non-negative integer, got {nsteps!r}")
+        nsteps = integer(nsteps, "nsteps", minimum=0)
         s = self.scheme
         K, th, dt = self.ndirections, s.theta, s.dt
         B, X = s.create_block(K + 1), s.create_block(K + 1)
         prev, cur, mix, diff, work = (s.create_vector() for _ in range(5))
-        _copy_in(theta0, cur)
+        copy_state(theta0, cur)
         rhos = [s.create_vector() for _ in range(K)]
         # At the start of iteration n: cur = theta_{n-1}, prev = theta_{n-2},
         # X[:, 1 + k] = rho_{k, n-2}.  The block solve gives theta_n and rho_{k, n-1}.
         for n in range(1, nsteps + 2):
-            with _column(B, 0, "w") as b:
+            with dense_column(B, 0, "w") as b:
                 if n <= nsteps:
                     s.R.mult(cur, b)
                     s.set_dirichlet(b)
@@ -105,7 +104,7 @@ class Tangent:
                 if self.dM is not None:
                     diff.waxpy(-1.0, prev, cur)
             for k in range(K):
-                with _column(X, 1 + k, "r") as rho, _column(B, 1 + k, "w") as b:
+                with dense_column(X, 1 + k, "r") as rho, dense_column(B, 1 + k, "w") as b:
                     if n == 1:  # rho_0 = 0
                         b.set(0.0)
                         continue
@@ -119,13 +118,13 @@ class Tangent:
             s.solve_block(B, X)
             if callback is not None or n == nsteps + 1:
                 for k in range(K):
-                    with _column(X, 1 + k, "r") as rho:
+                    with dense_column(X, 1 + k, "r") as rho:
                         rho.copy(rhos[k])
             if callback is not None:
                 callback(n - 1, cur, rhos)
             if n <= nsteps:
                 prev, cur = cur, prev
-                with _column(X, 0, "r") as x:
+                with dense_column(X, 0, "r") as x:
                     x.copy(cur)
         for obj in (B, X, prev, mix, diff, work):
             obj.destroy()
@@ -136,11 +135,27 @@ class Tangent:
             mat.destroy()
 
 
-@contextmanager
-def _column(block: PETSc.Mat, j: int, mode: str):
-    """Column ``j`` of a dense matrix as a Vec view (``mode`` "r", "w" or "rw")."""
-    vec = block.getDenseColumnVec(j, mode)
-    try:
-        yield vec
-    finally:
-        block.restoreDenseColumnVec(j, mode)
+def tangent_derivative(objective, v: fem.Function) -> float:
+    r""":math:`dF(c)[v] = \sum_n\langle\nabla f_n(\theta_n), \rho_n(v)\rangle + \langle\nabla\mathcal R, v\rangle` by one tangent run.
+
+    The independent check of an adjoint derivative: forward in time, one direction, no
+    backward sweep (collective). ``objective`` is used through the public methods of
+    :class:`~sensitivity.fem.objective.reduced.ReducedFunctional` (``scheme``,
+    ``initial_state``, ``nsteps``, ``observed``, ``add_misfit_gradient``,
+    ``regularization_derivative``).
+    """
+    objective.control_space.check(v)
+    tangent = Tangent(objective.scheme, [v])
+    g = objective.scheme.create_vector()
+    total = [0.0]
+
+    def accumulate(n, theta, rhos):
+        if objective.observed(n):
+            g.set(0.0)
+            objective.add_misfit_gradient(n, theta, g)
+            total[0] += g.dot(rhos[0]).real  # Re(rho^H g): a real objective of a complex state
+
+    thetaN, rhos = tangent.run(objective.initial_state, objective.nsteps, callback=accumulate)
+    for obj in (thetaN, *rhos, g, tangent):
+        obj.destroy()
+    return total[0] + objective.regularization_derivative(v)

@@ -1,8 +1,10 @@
-r"""Velocity controls: the parameters with respect to which sensitivities are taken.
+r"""Controls: the Functions whose degrees of freedom are the parameters of a model.
 
-A control is a :class:`dolfinx.fem.Function` ``c`` whose degrees of freedom are
-the parameters, and a map :math:`c \mapsto u(c)`, linear in ``c``, to the velocity
-as a UFL expression (SPEC §2):
+A control is a :class:`dolfinx.fem.Function` ``c`` whose degrees of freedom are the
+parameters. Generators differentiate their forms with respect to it. The potential of
+the Schrödinger model is a :class:`PotentialField` (docs/theory.md §3). A velocity control
+also defines a map :math:`c \mapsto u(c)`, linear in ``c``, to the velocity as a UFL
+expression (docs/theory.md §2):
 
 - :class:`VelocityField`: :math:`u = c` in a vector Lagrange space;
 - :class:`StreamFunction`: :math:`u = \mathrm{curl}\,\psi = (\partial_y\psi, -\partial_x\psi)` in 2-D,
@@ -21,14 +23,15 @@ import dolfinx.fem as fem
 import ufl
 
 from sensitivity.errors import InvalidArgumentError
+from sensitivity.validation import finite_vector, function_in
 
-__all__ = ["Control", "StreamFunction", "VelocityControl", "VelocityField"]
+__all__ = ["Control", "PotentialField", "StreamFunction", "VelocityControl", "VelocityField"]
 
 
 class Control:
     """A control: the Function whose degrees of freedom are the parameters.
 
-    Generators (:class:`~sensitivity.fem.generator.Generator`) differentiate their
+    Generators (:class:`~sensitivity.fem.models.base.Generator`) differentiate their
     forms with respect to :attr:`function`; directions are Functions in :attr:`space`.
     """
 
@@ -46,13 +49,8 @@ class Control:
         return self.space.mesh
 
     def check_direction(self, v: fem.Function, name: str = "direction") -> fem.Function:
-        """Raise unless ``v`` is a Function in the control space."""
-        if not isinstance(v, fem.Function) or v.function_space != self.space:
-            raise InvalidArgumentError(
-                f"{name} must be a dolfinx.fem.Function in the control space {self.space.ufl_element()}, "
-                f"got {getattr(v, 'function_space', type(v).__name__)}"
-            )
-        return v
+        """Raise on every rank unless ``v`` is a finite Function in the control space (collective)."""
+        return finite_vector(function_in(v, self.space, name, "the control space"), name)
 
 
 class VelocityControl(Control, ABC):
@@ -111,3 +109,12 @@ class StreamFunction(VelocityControl):
     def velocity(self, c: fem.Function | None = None):
         psi = self.function if c is None else c
         return ufl.as_vector((psi.dx(1), -psi.dx(0)))
+
+
+class PotentialField(Control):
+    """The potential :math:`V` as a scalar Function (e.g. P1 or DG0); its dofs are the parameters."""
+
+    def __init__(self, function: fem.Function):
+        super().__init__(function)
+        if tuple(self.space.value_shape) != ():
+            raise InvalidArgumentError(f"a potential is scalar, got value shape {tuple(self.space.value_shape)}")

@@ -1,4 +1,4 @@
-r"""The Schrödinger generator in real split form, and its sensitivity to the potential (SPEC §3, seed §4.1).
+r"""The Schrödinger generator in real split form, and its sensitivity to the potential (docs/theory.md §3, seed §4.1).
 
 :math:`i\psi_t = -\tfrac12\Delta\psi + V\psi` on a bounded domain with :math:`\psi = 0`
 on the walls (:math:`\hbar = m = 1`). With :math:`\psi = a + ib` and Lagrange test
@@ -26,15 +26,14 @@ Cayley transform of :math:`\Delta t\,Q`) conserves it exactly.
 **Complex PETSc build** (``dolfinx-solver-complex``): the state is :math:`\psi` itself in a
 scalar complex Lagrange space and :math:`\mathbf A = iH`, :math:`\mathbf M = M`
 (:math:`M\psi' = -iH\psi`); the same code gives the same numbers (``tests/test_complex_build.py``),
-with Hermitian transposes in the adjoints (:mod:`sensitivity.fem.adjoint`). Everything else —
+with Hermitian transposes in the adjoints (:mod:`sensitivity.fem.derivatives.adjoint`). Everything else —
 the θ-scheme, tangent, adjoint, checkpointing, surrogates — is the machinery of
-:mod:`sensitivity.fem.generator` and its users, unchanged: this module only
+:mod:`sensitivity.fem.models.base` and its users, unchanged: this module only
 supplies the forms.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import dolfinx.fem as fem
@@ -44,27 +43,18 @@ import ufl
 from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem._backend import COMPLEX
-from sensitivity.fem.generator import Generator
-from sensitivity.fem.velocity import Control
+from sensitivity.fem.backend import COMPLEX
+from sensitivity.fem.models.base import Generator
+from sensitivity.fem.models.controls import PotentialField
+from sensitivity.validation import integer, positive
 
-__all__ = ["PotentialField", "Schrodinger", "gaussian_packet", "schrodinger_space", "wall_conditions"]
-
-
-class PotentialField(Control):
-    """The potential :math:`V` as a scalar Function (e.g. P1 or DG0); its dofs are the parameters."""
-
-    def __init__(self, function: fem.Function):
-        super().__init__(function)
-        if tuple(self.space.value_shape) != ():
-            raise InvalidArgumentError(f"a potential is scalar, got value shape {tuple(self.space.value_shape)}")
+__all__ = ["Schrodinger", "gaussian_packet", "schrodinger_space", "wall_conditions"]
 
 
 def schrodinger_space(msh: dmesh.Mesh, degree: int = 1) -> fem.FunctionSpace:
     """The state space: Lagrange of ``degree`` with the two components :math:`(a, b) = (\\Re\\psi, \\Im\\psi)`
     (real build), or scalar complex Lagrange holding :math:`\\psi` itself (complex build)."""
-    if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 1:
-        raise InvalidArgumentError(f"degree must be a positive integer, got {degree!r}")
+    degree = integer(degree, "degree", minimum=1)
     if COMPLEX:
         return fem.functionspace(msh, ("Lagrange", int(degree)))
     return fem.functionspace(msh, ("Lagrange", int(degree), (2,)))
@@ -131,10 +121,9 @@ class Schrodinger(Generator):
         if quadrature_degree is None:
             p = W.ufl_element().embedded_superdegree
             quadrature_degree = 2 * p + potential.space.ufl_element().embedded_superdegree
-        elif isinstance(quadrature_degree, bool) or not isinstance(quadrature_degree, (int, np.integer)) \
-                or quadrature_degree < 0:
-            raise InvalidArgumentError(f"quadrature_degree must be a non-negative integer, got {quadrature_degree!r}")
-        self._build(W, potential, wall_conditions(W) if bcs is None else bcs, int(quadrature_degree))
+        else:
+            quadrature_degree = integer(quadrature_degree, "quadrature_degree", minimum=0)
+        self.setup(W, potential, wall_conditions(W) if bcs is None else bcs, int(quadrature_degree))
 
     def forms(self, w, phi):
         r""":math:`m(w, \phi) = \int a\phi_a + b\phi_b`, :math:`a(V; w, \phi) = h(a, \phi_b) - h(b, \phi_a)`."""
@@ -203,8 +192,7 @@ def gaussian_packet(problem: Schrodinger, center: Sequence[float], width: float,
     k = np.zeros(gdim) if momentum is None else np.asarray(momentum, dtype=float)
     if x0.shape != (gdim,) or k.shape != (gdim,) or not (np.all(np.isfinite(x0)) and np.all(np.isfinite(k))):
         raise InvalidArgumentError(f"center and momentum must be finite with {gdim} components, got {center!r}, {momentum!r}")
-    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not np.isfinite(width) or width <= 0:
-        raise InvalidArgumentError(f"width must be positive and finite, got {width!r}")
+    width = positive(width, "width")
 
     def values(x):
         d = x[:gdim] - x0[:, None]

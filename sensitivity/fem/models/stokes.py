@@ -20,13 +20,13 @@ from typing import Any
 
 import basix.ufl
 import dolfinx.fem as fem
-import dolfinx.fem.petsc as fem_petsc
 import numpy as np
 import ufl
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem import _backend
+from sensitivity.fem import backend
 from sensitivity.fem.meshes import TaggedMesh, facets
+from sensitivity.validation import callable_, positive
 
 __all__ = ["stokes_velocity"]
 
@@ -65,13 +65,10 @@ def stokes_velocity(
     """
     if not isinstance(mesh_data, TaggedMesh):
         raise InvalidArgumentError(f"mesh_data must be a TaggedMesh, got {type(mesh_data).__name__}")
-    if not callable(inflow):
-        raise InvalidArgumentError(f"inflow must be a callable x -> velocity, got {type(inflow).__name__}")
+    callable_(inflow, "inflow")
     if isinstance(noslip, str):
         noslip = (noslip,)
-    nu = float(viscosity)
-    if not np.isfinite(nu) or nu <= 0:
-        raise InvalidArgumentError(f"viscosity must be positive and finite, got {viscosity!r}")
+    nu = positive(viscosity, "viscosity")
     inlet_facets = facets(mesh_data, inlet)
     wall_facets = [facets(mesh_data, name) for name in noslip]
 
@@ -93,14 +90,7 @@ def stokes_velocity(
     (u, p), (w, q) = ufl.TrialFunctions(W), ufl.TestFunctions(W)
     a = (nu * ufl.inner(ufl.grad(u), ufl.grad(w)) - p * ufl.div(w) - q * ufl.div(u)) * ufl.dx
     L = ufl.inner(fem.Constant(msh, np.zeros(gdim)), w) * ufl.dx
-    options = dict(_backend.DEFAULT_LU_OPTIONS if petsc_options is None else petsc_options)
-    options.setdefault("ksp_error_if_not_converged", True)
-    problem = fem_petsc.LinearProblem(a, L, bcs=bcs, petsc_options=options,
-                                      petsc_options_prefix=_backend.unique_prefix("stokes"))
-    solution = problem.solve()
+    solution = backend.solve_linear_problem(a, L, bcs, petsc_options, "stokes")
     velocity = solution.sub(0).collapse()
     velocity.name = "u"
-    problem.solver.destroy()
-    problem.A.destroy()
-    problem.b.destroy()
     return velocity

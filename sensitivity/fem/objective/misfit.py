@@ -1,6 +1,6 @@
-r"""Objectives for estimation: data misfits over time steps and regularization of the control (SPEC §2).
+r"""Data misfits over time steps: the terms :math:`f_n(\theta_n)` of a reduced objective (docs/theory.md §2, §4).
 
-The reduced objective of :mod:`sensitivity.fem.adjoint` is
+The reduced objective of :mod:`sensitivity.fem.objective.reduced` is
 
 .. math::
 
@@ -16,15 +16,13 @@ where each misfit term contributes :math:`f_n` at its observation steps:
 - :class:`FieldMisfit`: :math:`f_n = \tfrac{w}{2}\,(\theta_n - d_n)^T M_0 (\theta_n - d_n)`,
   the :math:`L^2` misfit to a whole field (:math:`M_0` the plain mass matrix);
 
-and :class:`Tikhonov` is :math:`\mathcal R(c) = \tfrac\alpha2\|c - c_0\|_{L^2}^2 + \tfrac\beta2\|\nabla(c - c_0)\|_{L^2}^2`
-(:math:`\beta > 0`: the :math:`H^1` seminorm). Every term gives its value, its
-gradient (as a dof vector, the Riesz-free Euclidean gradient an adjoint sweep
-needs) and its (constant) Hessian action.
+and :class:`~sensitivity.fem.objective.regularization.Tikhonov` is the regularization
+:math:`\mathcal R(c)`. Every term gives its value, its gradient with respect to the state
+(as a dof vector: the ℓ² derivative an adjoint sweep needs) and its Hessian action.
 """
 
 from __future__ import annotations
 
-import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -34,9 +32,10 @@ import ufl
 from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem import _backend
+from sensitivity.fem import backend
+from sensitivity.validation import finite_array, positive, same_on_all_ranks
 
-__all__ = ["FieldMisfit", "Misfit", "ObservationMisfit", "Tikhonov", "steps_at"]
+__all__ = ["FieldMisfit", "Misfit", "ObservationMisfit", "steps_at"]
 
 
 def steps_at(times: Sequence[float], dt: float, nsteps: int) -> np.ndarray:
@@ -113,9 +112,11 @@ class ObservationMisfit(Misfit):
         d = np.asarray(data, dtype=float)
         if d.shape != (len(self.steps), m) or not np.all(np.isfinite(d)):
             raise InvalidArgumentError(f"data must be a finite array of shape ({len(self.steps)}, {m}), got {d.shape}")
-        sigma = np.broadcast_to(np.asarray(noise, dtype=float), d.shape) if np.ndim(noise) < 2 else np.asarray(noise)
-        if sigma.shape != d.shape or not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
-            raise InvalidArgumentError(f"noise must be positive and finite, broadcastable to {d.shape}, got {noise!r}")
+        sigma = _noise(noise, d.shape)
+        comm = getattr(observation, "comm", None)
+        if comm is not None:  # every rank evaluates the whole misfit: the numbers must agree
+            same_on_all_ranks(comm, d, "data")
+            same_on_all_ranks(comm, sigma, "noise")
         self.data = d
         self.weights = 1.0 / sigma**2
 
@@ -137,6 +138,17 @@ class ObservationMisfit(Misfit):
             obs.add_hessian_action(theta, weights * self.residual(n, theta), rho, out)
 
 
+def _noise(noise, shape: tuple[int, int]) -> np.ndarray:
+    """Noise standard deviations as an array of ``shape`` (a number, one per sensor, or one per step and sensor)."""
+    sigma = finite_array(noise, "noise")
+    if sigma.ndim > 2 or sigma.shape not in ((), (shape[1],), shape):
+        raise InvalidArgumentError(f"noise must be a number or an array of shape ({shape[1]},) or {shape} "
+                                   f"(steps x sensors), got shape {sigma.shape}")
+    if np.any(sigma <= 0):
+        raise InvalidArgumentError(f"noise must be positive and finite, got {noise!r}")
+    return np.array(np.broadcast_to(sigma, shape))
+
+
 class FieldMisfit(Misfit):
     r"""The :math:`L^2` misfit :math:`\tfrac w2\|\theta_n - d_n\|_{L^2}^2` to whole fields.
 
@@ -156,11 +168,9 @@ class FieldMisfit(Misfit):
         data = list(data)
         if len(data) != len(self.steps) or not all(isinstance(f, fem.Function) and f.function_space == V for f in data):
             raise InvalidArgumentError(f"data must be {len(self.steps)} Functions in the theta space")
-        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not np.isfinite(weight) or weight <= 0:
-            raise InvalidArgumentError(f"weight must be positive and finite, got {weight!r}")
-        self.weight = float(weight)
+        self.weight = positive(weight, "weight")
         u, w = ufl.TrialFunction(V), ufl.TestFunction(V)
-        self.M = _backend.assemble_matrix(_backend.form(ufl.inner(u, w) * ufl.dx))
+        self.M = backend.assemble_matrix(backend.form(ufl.inner(u, w) * ufl.dx))
         self.fields = data  # keeps the Functions (and so their vectors) alive
         self.data = [f.x.petsc_vec for f in data]
         self._r = self.M.createVecLeft()
@@ -181,60 +191,3 @@ class FieldMisfit(Misfit):
     def add_hessian_action(self, n, theta, rho, out):
         self.M.mult(rho, self._Mr)
         out.axpy(self.weight, self._Mr)
-
-
-class Tikhonov:
-    r"""Regularization :math:`\tfrac\alpha2\|c - c_0\|_{L^2}^2 + \tfrac\beta2\|\nabla(c - c_0)\|_{L^2}^2` of a control.
-
-    Parameters
-    ----------
-    space : dolfinx.fem.FunctionSpace
-        The control space (scalar stream function or vector velocity).
-    alpha, beta : float
-        Non-negative weights, not both zero.
-    reference : dolfinx.fem.Function, optional
-        :math:`c_0` (default zero).
-    """
-
-    def __init__(self, space: fem.FunctionSpace, alpha: float = 0.0, beta: float = 0.0,
-                 reference: fem.Function | None = None):
-        for name, value in (("alpha", alpha), ("beta", beta)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < 0:
-                raise InvalidArgumentError(f"{name} must be a non-negative finite number, got {value!r}")
-        if alpha == 0 and beta == 0:
-            raise InvalidArgumentError("alpha and beta are both zero: no regularization")
-        if reference is not None and (not isinstance(reference, fem.Function) or reference.function_space != space):
-            raise InvalidArgumentError("reference must be a Function in the control space")
-        u, w = ufl.TrialFunction(space), ufl.TestFunction(space)
-        terms = []  # (a zero weight would make UFL drop the term and its integration domain)
-        if alpha > 0:
-            terms.append(float(alpha) * ufl.inner(u, w) * ufl.dx)
-        if beta > 0:
-            terms.append(float(beta) * ufl.inner(ufl.grad(u), ufl.grad(w)) * ufl.dx)
-        form = sum(terms[1:], terms[0])
-        self.space = space
-        self.alpha, self.beta = float(alpha), float(beta)
-        self.matrix = _backend.assemble_matrix(_backend.form(form))
-        self.reference = reference
-        self._d = self.matrix.createVecRight()
-        self._Md = self.matrix.createVecLeft()
-
-    def _difference(self, c: fem.Function) -> None:
-        c.x.petsc_vec.copy(self._d)
-        if self.reference is not None:
-            self._d.axpy(-1.0, self.reference.x.petsc_vec)
-        self.matrix.mult(self._d, self._Md)
-
-    def value(self, c: fem.Function) -> float:
-        """:math:`\\mathcal R(c)` (collective)."""
-        self._difference(c)
-        return 0.5 * self._Md.dot(self._d).real
-
-    def add_gradient(self, c: fem.Function, out: PETSc.Vec) -> None:
-        """``out += (αM + βK)(c − c_0)`` (collective)."""
-        self._difference(c)
-        out.axpy(1.0, self._Md)
-
-    def add_hessian_action(self, v: PETSc.Vec, out: PETSc.Vec) -> None:
-        """``out += (αM + βK) v`` (collective)."""
-        self.matrix.multAdd(v, out, out)

@@ -2,7 +2,7 @@ r"""Observations of the state across MPI ranks: linear (point values, region ave
 
 Every observation :math:`y(\theta) \in \mathbb R^m` offers the methods of
 :class:`Observation` (value, Jacobian action and transpose, Hessian action), which
-:class:`~sensitivity.fem.ObservationMisfit` uses. Linear ones:
+:class:`~sensitivity.fem.objective.misfit.ObservationMisfit` uses. Linear ones:
 
 Point observations :math:`y_k = \theta(x_k) = \sum_j \phi_j(x_k)\,\theta_j`.
 
@@ -19,7 +19,7 @@ Points outside the mesh raise :class:`~sensitivity.errors.InvalidArgumentError`
 on every rank.
 
 Quadratic ones, for the Schrödinger state :math:`w = (a, b)`, :math:`\psi = a + ib`
-(SPEC §3): :class:`DensitySensors`, :math:`y_k = |\psi(x_k)|^2 = a(x_k)^2 + b(x_k)^2`,
+(docs/theory.md §3): :class:`DensitySensors`, :math:`y_k = |\psi(x_k)|^2 = a(x_k)^2 + b(x_k)^2`,
 and :class:`RegionProbabilities`, :math:`y_r = \int_{\Omega_r}|\psi|^2 = w^TM_rw`.
 """
 
@@ -33,7 +33,8 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem import _backend
+from sensitivity.fem import backend
+from sensitivity.validation import finite_array, same_on_all_ranks
 
 __all__ = ["DensitySensors", "Observation", "PointSensors", "RegionAverages", "RegionProbabilities"]
 
@@ -43,6 +44,9 @@ class Observation:
 
     #: Whether y is linear in the state (then the Hessian term vanishes).
     linear: bool = True
+
+    #: The communicator of the state's mesh (every rank holds all ``num_sensors`` values).
+    comm = None
 
     @property
     def num_sensors(self) -> int:
@@ -69,10 +73,23 @@ class Observation:
         return out
 
     def _check_weights(self, w) -> np.ndarray:
-        w = np.asarray(w, dtype=float)
-        if w.shape != (self.num_sensors,):
-            raise InvalidArgumentError(f"w must have shape ({self.num_sensors},), got {w.shape}")
-        return w
+        return finite_array(w, "w", shape=(self.num_sensors,))
+
+
+def _regions(msh, cell_tags, tags) -> tuple[list[int], list[tuple]]:
+    """The region tags (the same on every rank) and, per region, its measure ``dx(tag)`` and area (collective)."""
+    tags = [int(t) for t in np.atleast_1d(tags)]
+    if not tags:
+        raise InvalidArgumentError("at least one region tag is needed")
+    same_on_all_ranks(msh.comm, np.asarray(tags), "tags")
+    dx = ufl.Measure("dx", domain=msh, subdomain_data=cell_tags)
+    regions = []
+    for tag in tags:
+        area = backend.measure_size(msh, dx(tag))
+        if area <= 0.0:
+            raise InvalidArgumentError(f"region tag {tag} has no cells")
+        regions.append((dx(tag), area))
+    return tags, regions
 
 
 class PointSensors(Observation):
@@ -95,6 +112,7 @@ class PointSensors(Observation):
         pts = np.asarray(points, dtype=float)
         if pts.ndim != 2 or pts.shape[1] not in (msh.geometry.dim, 3) or not np.all(np.isfinite(pts)):
             raise InvalidArgumentError(f"points must be a finite array of shape (n, {msh.geometry.dim}), got {pts.shape}")
+        same_on_all_ranks(comm, pts, "points")
         self.points = np.zeros((pts.shape[0], 3))
         self.points[:, : pts.shape[1]] = pts
         self.V = V
@@ -190,18 +208,10 @@ class RegionAverages(Observation):
     """
 
     def __init__(self, V: fem.FunctionSpace, cell_tags, tags):
-        self.tags = [int(t) for t in np.atleast_1d(tags)]
-        if not self.tags:
-            raise InvalidArgumentError("at least one region tag is needed")
         self.comm = V.mesh.comm
-        dx = ufl.Measure("dx", domain=V.mesh, subdomain_data=cell_tags)
+        self.tags, regions = _regions(V.mesh, cell_tags, tags)
         phi = ufl.TestFunction(V)
-        self.rows = []
-        for tag in self.tags:
-            area = _backend.measure_size(V.mesh, dx(tag))
-            if area <= 0.0:
-                raise InvalidArgumentError(f"region tag {tag} has no cells")
-            self.rows.append(_backend.assemble_vector(_backend.form(phi / area * dx(tag))))
+        self.rows = [backend.assemble_vector(backend.form(phi / area * dx)) for dx, area in regions]
 
     @property
     def num_sensors(self) -> int:
@@ -221,7 +231,7 @@ class RegionAverages(Observation):
 
 
 class DensitySensors(Observation):
-    r"""Probability densities :math:`y_k = |\psi(x_k)|^2 = a(x_k)^2 + b(x_k)^2` at points (SPEC §3).
+    r"""Probability densities :math:`y_k = |\psi(x_k)|^2 = a(x_k)^2 + b(x_k)^2` at points (docs/theory.md §3).
 
     With the point values :math:`(Pa)_k, (Pb)_k` of the two components:
     :math:`y' \rho = 2(Pa\circ P\rho_a + Pb\circ P\rho_b)`, the transpose
@@ -241,13 +251,14 @@ class DensitySensors(Observation):
     linear = False
 
     def __init__(self, W: fem.FunctionSpace, points):
-        want = 1 if _backend.COMPLEX else 2
+        want = 1 if backend.COMPLEX else 2
         if W.dofmap.bs != want:
             raise InvalidArgumentError(
-                f"densities need the {'complex scalar' if _backend.COMPLEX else 'two-component (Re, Im)'} "
+                f"densities need the {'complex scalar' if backend.COMPLEX else 'two-component (Re, Im)'} "
                 f"Schrödinger space, got block size {W.dofmap.bs}")
         self.sensors = PointSensors(W, points)
         self.points = self.sensors.points
+        self.comm = self.sensors.comm
 
     @property
     def num_sensors(self) -> int:
@@ -270,7 +281,7 @@ class DensitySensors(Observation):
 
 
 class RegionProbabilities(Observation):
-    r"""Probabilities :math:`y_r = \int_{\Omega_r}|\psi|^2\,dx = w^TM_rw` of tagged regions (SPEC §3).
+    r"""Probabilities :math:`y_r = \int_{\Omega_r}|\psi|^2\,dx = w^TM_rw` of tagged regions (docs/theory.md §3).
 
     Parameters
     ----------
@@ -283,17 +294,10 @@ class RegionProbabilities(Observation):
     linear = False
 
     def __init__(self, W: fem.FunctionSpace, cell_tags, tags):
-        self.tags = [int(t) for t in np.atleast_1d(tags)]
-        if not self.tags:
-            raise InvalidArgumentError("at least one region tag is needed")
-        dx = ufl.Measure("dx", domain=W.mesh, subdomain_data=cell_tags)
+        self.comm = W.mesh.comm
+        self.tags, regions = _regions(W.mesh, cell_tags, tags)
         u, v = ufl.TrialFunction(W), ufl.TestFunction(W)
-        self.mass = []
-        for tag in self.tags:
-            area = _backend.measure_size(W.mesh, dx(tag))
-            if area <= 0.0:
-                raise InvalidArgumentError(f"region tag {tag} has no cells")
-            self.mass.append(_backend.assemble_matrix(_backend.form(ufl.inner(u, v) * dx(tag))))
+        self.mass = [backend.assemble_matrix(backend.form(ufl.inner(u, v) * dx)) for dx, _ in regions]
         self._work = self.mass[0].createVecLeft()
 
     @property

@@ -1,4 +1,4 @@
-r"""The group inverse of the finite-element generator of a no-flux problem (SPEC §1–2).
+r"""The group inverse of the finite-element generator of a no-flux problem (docs/theory.md §1–2).
 
 Without Dirichlet conditions and with a conservative velocity (:math:`u\cdot n = 0`
 on the walls, :math:`\operatorname{div}u = 0`, e.g. a stream function constant on
@@ -8,7 +8,7 @@ the boundary) the operator matrix has the constants as its kernel on both sides,
 
     A\mathbf 1 = 0,\qquad \mathbf 1^TA = 0,
 
-so :math:`Q = -M^{-1}A` is a rate matrix in the :math:`M` inner product (SPEC §2):
+so :math:`Q = -M^{-1}A` is a rate matrix in the :math:`M` inner product (docs/theory.md §2):
 :math:`Q\mathbf 1 = 0`, and its stationary vector (:math:`\pi^TQ = 0`, :math:`\pi^T\mathbf 1 = 1`) is
 
 .. math::
@@ -17,7 +17,7 @@ so :math:`Q = -M^{-1}A` is a rate matrix in the :math:`M` inner product (SPEC §
 
 i.e. :math:`\pi^T\theta` is the mean of :math:`\theta` (with SUPG, :math:`M^T\mathbf 1` is still
 the plain :math:`\int\phi_j`). With :math:`\Pi = \mathbf 1\pi^T` the group inverse
-:math:`Q^\# = (Q + \Pi)^{-1} - \Pi` (SPEC §1, the corrected seed Theorem 2.1) is applied
+:math:`Q^\# = (Q + \Pi)^{-1} - \Pi` (docs/theory.md §1, the corrected seed Theorem 2.1) is applied
 through its defining equations, :math:`Q^\#y = x` with
 
 .. math::
@@ -56,8 +56,8 @@ from typing import Any
 from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem import _backend
-from sensitivity.fem.generator import AdvectionDiffusion
+from sensitivity.fem import backend
+from sensitivity.fem.models.base import Generator
 
 __all__ = ["DEFAULT_GROUP_INVERSE_OPTIONS", "GroupInverse", "conservation_defect"]
 
@@ -73,7 +73,7 @@ DEFAULT_GROUP_INVERSE_OPTIONS: dict[str, Any] = {
 _RESIDUAL_RTOL = 1e-8
 
 
-def conservation_defect(problem: AdvectionDiffusion) -> tuple[float, float]:
+def conservation_defect(problem: Generator) -> tuple[float, float]:
     r"""Relative defects :math:`\|A^T\mathbf 1\|_\infty/\|A\|_1` and :math:`\|A\mathbf 1\|_\infty/\|A\|_\infty` (collective).
 
     Both vanish (to round-off) for a no-flux problem with a conservative velocity;
@@ -91,13 +91,13 @@ def conservation_defect(problem: AdvectionDiffusion) -> tuple[float, float]:
     return float(left), float(right)
 
 
-def check_no_flux(problem: AdvectionDiffusion, rtol: float = 1e-10, what: str = "the group inverse") -> tuple[float, float]:
+def check_no_flux(problem: Generator, rtol: float = 1e-10, what: str = "the group inverse") -> tuple[float, float]:
     """Raise :class:`InvalidArgumentError` unless ``problem`` is a conservative no-flux problem (collective).
 
     Returns the two defects of :func:`conservation_defect`.
     """
-    if not isinstance(problem, AdvectionDiffusion):
-        raise InvalidArgumentError(f"problem must be an AdvectionDiffusion, got {type(problem).__name__}")
+    if not isinstance(problem, Generator):
+        raise InvalidArgumentError(f"problem must be a Generator, got {type(problem).__name__}")
     if problem.bcs:
         raise InvalidArgumentError(
             f"{what} needs a no-flux problem without Dirichlet conditions, got {len(problem.bcs)} "
@@ -117,8 +117,9 @@ class GroupInverse:
 
     Parameters
     ----------
-    problem : AdvectionDiffusion
-        No Dirichlet conditions and a conservative velocity (checked:
+    problem : Generator
+        A scalar no-flux generator, e.g. advection–diffusion with no Dirichlet conditions and a
+        conservative velocity (checked:
         :func:`check_no_flux`). The operators are taken as they are now; build a new
         object after the control changes.
     petsc_options : dict, optional
@@ -139,7 +140,7 @@ class GroupInverse:
         The measured :func:`conservation_defect`.
     """
 
-    def __init__(self, problem: AdvectionDiffusion, petsc_options: Mapping[str, Any] | None = None,
+    def __init__(self, problem: Generator, petsc_options: Mapping[str, Any] | None = None,
                  *, rtol: float = 1e-10):
         self.defects = check_no_flux(problem, rtol)
         self.problem = problem
@@ -157,7 +158,7 @@ class GroupInverse:
         self._A.setNullSpace(self._nullspace)
         self._A.setTransposeNullSpace(self._nullspace)
         options = DEFAULT_GROUP_INVERSE_OPTIONS if petsc_options is None else petsc_options
-        self.ksp = _backend.create_ksp(self._A, options, "group_inverse")
+        self.ksp = backend.create_ksp(self._A, options, "group_inverse")
         self._b, self._r, self._y = (problem.create_vector() for _ in range(3))
 
     # ------------------------------------------------------------------ projector
@@ -205,7 +206,7 @@ class GroupInverse:
 
     def _solve(self, b: PETSc.Vec, x: PETSc.Vec, *, transpose: bool) -> None:
         if transpose:
-            _backend.solve_hermitian_transpose(self.ksp, b, x)
+            backend.solve_hermitian_transpose(self.ksp, b, x)
             self._A.multTranspose(x, self._r)
         else:
             self.ksp.solve(b, x)
@@ -213,7 +214,7 @@ class GroupInverse:
         self._r.axpy(-1.0, b)
         res, scale = self._r.norm(), b.norm()
         if not res <= _RESIDUAL_RTOL * scale:  # also catches NaN
-            raise _backend.SolverError(
+            raise backend.SolverError(
                 f"singular solve with A{'^T' if transpose else ''} failed: residual {res:.3e} > "
                 f"{_RESIDUAL_RTOL:.0e} * ||b|| = {_RESIDUAL_RTOL * scale:.3e} (is the null pivot detected?)")
 

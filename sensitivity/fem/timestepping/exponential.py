@@ -1,4 +1,4 @@
-r"""Exponential propagator :math:`e^{tQ}\theta_0` and its exact tangent, by SLEPc MFN (SPEC §2).
+r"""Exponential propagator :math:`e^{tQ}\theta_0` and its exact tangent, by SLEPc MFN (docs/theory.md §2).
 
 For a time-invariant problem the semi-discrete solution is
 :math:`\theta(t) = e^{tQ}\theta_0` with :math:`Q = -M^{-1}A`. SLEPc's MFN computes
@@ -9,7 +9,7 @@ factorization is shared).
 The tangent along a control direction :math:`v` is :math:`\rho(t) = \nabla_J e^{tQ}\theta_0`
 with :math:`J = \partial Q[v] = -M^{-1}(\partial A[v] + \partial M[v]\,Q)`
 (:math:`-M^{-1}C(v)` without SUPG). It is computed exactly, as Van Loan's block
-exponential (SPEC §1) in Krylov form:
+exponential (docs/theory.md §1) in Krylov form:
 
 .. math::
 
@@ -36,11 +36,11 @@ from mpi4py import MPI
 from petsc4py import PETSc
 from slepc4py import SLEPc
 
-from sensitivity.dense._checks import as_time
 from sensitivity.errors import InvalidArgumentError, SensitivityError
-from sensitivity.fem import _backend
-from sensitivity.fem.generator import Generator
-from sensitivity.fem.propagator import _copy_in
+from sensitivity.fem import backend
+from sensitivity.fem.models.base import Generator
+from sensitivity.fem.timestepping.theta import copy_state
+from sensitivity.validation import real_time
 
 __all__ = ["ExponentialPropagator"]
 
@@ -128,7 +128,7 @@ class ExponentialPropagator:
         # M with identity wall rows and columns: its solve is M_FF^{-1} on the free rows.
         self._mass = problem.M.duplicate(copy=True)
         self._mass.zeroRowsColumns(problem.dirichlet_global_rows(self._bc_local), 1.0)
-        self.mass_ksp = _backend.create_ksp(self._mass, mass_petsc_options, "mass")
+        self.mass_ksp = backend.create_ksp(self._mass, mass_petsc_options, "mass")
         self._w = problem.create_vector()
 
     # ------------------------------------------------------------------ operators
@@ -173,9 +173,9 @@ class ExponentialPropagator:
 
     def apply(self, theta0: fem.Function | PETSc.Vec, t: float) -> PETSc.Vec:
         r""":math:`e^{tQ}\theta_0` (a new vector; collective)."""
-        t = as_time(t)
+        t = real_time(t, "t")
         x0 = self.problem.create_vector()
-        _copy_in(theta0, x0)
+        copy_state(theta0, x0)
         x0.array[self._bc_local] = 0.0  # the state satisfies the homogeneous condition
         out = x0.duplicate()
         if t == 0.0:
@@ -192,12 +192,12 @@ class ExponentialPropagator:
 
     def tangent(self, theta0: fem.Function | PETSc.Vec, v: fem.Function, t: float) -> tuple[PETSc.Vec, PETSc.Vec]:
         r""":math:`(\theta(t), \rho(t))` with :math:`\rho = \nabla_J e^{tQ}\theta_0`, :math:`J = \partial Q[v]` (collective)."""
-        t = as_time(t)
+        t = real_time(t, "t")
         problem = self.problem
         problem.control.check_direction(v, "v")
         dA, dM = problem.dA(v), problem.dM(v)
         x0 = problem.create_vector()
-        _copy_in(theta0, x0)
+        copy_state(theta0, x0)
         x0.array[self._bc_local] = 0.0  # the state satisfies the homogeneous condition
         n, N = x0.getLocalSize(), x0.getSize()
         context = _BlockShell(self, dA, dM)

@@ -1,4 +1,4 @@
-r"""The propagator :math:`S_u(t)`: the θ-scheme time stepper (SPEC §2).
+r"""The propagator :math:`S_u(t)`: the θ-scheme time stepper (docs/theory.md §2).
 
 For :math:`M\theta' = -A\theta` and step :math:`\Delta t`, the θ-scheme
 (:math:`\vartheta = 1/2` Crank–Nicolson, the default; :math:`\vartheta = 1` backward Euler) is
@@ -10,34 +10,27 @@ For :math:`M\theta' = -A\theta` and step :math:`\Delta t`, the θ-scheme
 on the free rows, and :math:`\theta_{n+1} = g` on Dirichlet rows. The left
 operator :math:`L` is assembled and factored (or its preconditioner set up) once
 and reused for every step and every right-hand side, including the tangent's
-(:mod:`sensitivity.fem.tangent`).
+(:mod:`sensitivity.fem.derivatives.tangent`).
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import dolfinx.fem as fem
-import numpy as np
 from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.fem import _backend
-from sensitivity.fem.generator import Generator
+from sensitivity.fem import backend
+from sensitivity.fem.models.base import Generator
+from sensitivity.validation import finite_vector, in_range, integer, positive
 
-__all__ = ["ThetaScheme"]
-
-
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
-        raise InvalidArgumentError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
+__all__ = ["ThetaScheme", "copy_state"]
 
 
 class ThetaScheme:
-    r"""θ-scheme propagator for a :class:`~sensitivity.fem.generator.Generator` (advection–diffusion, Schrödinger).
+    r"""θ-scheme propagator for a :class:`~sensitivity.fem.models.base.Generator` (advection–diffusion, Schrödinger).
 
     Parameters
     ----------
@@ -68,17 +61,15 @@ class ThetaScheme:
         if not isinstance(problem, Generator):
             raise InvalidArgumentError(f"problem must be a Generator (e.g. AdvectionDiffusion), got {type(problem).__name__}")
         self.problem = problem
-        self.dt = _positive(dt, "dt")
-        if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0.5 <= theta <= 1.0:
-            raise InvalidArgumentError(f"theta must be in [0.5, 1], got {theta!r}")
-        self.theta = float(theta)
+        self.dt = positive(dt, "dt")
+        self.theta = in_range(theta, "theta", 0.5, 1.0)
         # Owned Dirichlet rows, local (for vectors) and global (for MatZeroRows).
         self._bc_local, self._g_values = problem.dirichlet_rows()
         self._bc_global = problem.dirichlet_global_rows(self._bc_local)
         self.L = problem.M.duplicate(copy=True)
         self.R = problem.M.duplicate(copy=True)
         self._fill_operators()
-        self.ksp = _backend.create_ksp(self.L, petsc_options, "theta_scheme")
+        self.ksp = backend.create_ksp(self.L, petsc_options, "theta_scheme")
         self._b = self.L.createVecLeft()
 
     def _fill_operators(self) -> None:
@@ -94,7 +85,7 @@ class ThetaScheme:
         """Rebuild :math:`L, R` from the problem's current matrices and refactor (collective)."""
         self._fill_operators()
         self.ksp.setOperators(self.L)
-        self.ksp.setUp()
+        backend.set_up(self.ksp, "theta_scheme")
 
     def create_vector(self) -> PETSc.Vec:
         return self.L.createVecRight()
@@ -142,10 +133,9 @@ class ThetaScheme:
 
         ``callback(n, theta_n)`` is called for n = 0..N (collective code may run in it).
         """
-        if isinstance(nsteps, bool) or not isinstance(nsteps, numbers.Integral) or nsteps < 0:
-            raise InvalidArgumentError(f"nsteps must be a non-negative integer, got {nsteps!r}")
+        nsteps = integer(nsteps, "nsteps", minimum=0)
         x = self.create_vector()
-        _copy_in(theta0, x)
+        copy_state(theta0, x)
         y = self.create_vector()
         if callback is not None:
             callback(0, x)
@@ -162,10 +152,13 @@ class ThetaScheme:
             obj.destroy()
 
 
-def _copy_in(src: fem.Function | PETSc.Vec, dst: PETSc.Vec) -> None:
+def copy_state(src: fem.Function | PETSc.Vec, dst: PETSc.Vec) -> PETSc.Vec:
+    """Copy a state (a Function in the state space, or a PETSc Vec of its size) into ``dst``; raise on every
+    rank if it is not finite (collective)."""
     vec = src.x.petsc_vec if isinstance(src, fem.Function) else src
     if not isinstance(vec, PETSc.Vec) or vec.getSize() != dst.getSize():
         raise InvalidArgumentError(
             f"initial state must be a Function in the theta space or a PETSc Vec of size {dst.getSize()}"
         )
     vec.copy(dst)
+    return finite_vector(dst, "the initial state")

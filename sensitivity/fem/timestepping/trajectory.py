@@ -53,7 +53,6 @@ schedule no longer needs them. An I/O error on one rank is raised on every rank.
 
 from __future__ import annotations
 
-import numbers
 import os
 import uuid
 from abc import ABC, abstractmethod
@@ -78,44 +77,13 @@ from petsc4py import PETSc
 
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.io import atomic_write
-from sensitivity.parallel import CollectiveError
+from sensitivity.parallel import on_every_rank
+from sensitivity.validation import callable_, integer, path, positive
 
 __all__ = ["CheckpointedTrajectory", "MemoryTrajectory", "Trajectory", "make_trajectory"]
 
 Step = Callable[[PETSc.Vec, PETSc.Vec], None]
 VectorFactory = Callable[[], PETSc.Vec]
-
-
-def _integer(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _callable(value, name: str):
-    if not callable(value):
-        raise InvalidArgumentError(f"{name} must be callable, got {type(value).__name__}")
-    return value
-
-
-def _directory(value) -> Path:
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise InvalidArgumentError(f"directory must be a non-empty path, got {value!r}")
-    return Path(value)
-
-
-def _on_every_rank(comm: MPI.Comm, func: Callable[[], None]) -> None:
-    """Run rank-local ``func`` on every rank; if it fails anywhere, raise on all ranks (collective)."""
-    error = None
-    try:
-        func()
-    except Exception as exc:  # re-raised below on this rank, reported to the others
-        error = exc
-    first = comm.allreduce(comm.rank if error is not None else comm.size, op=MPI.MIN)
-    if error is not None:
-        raise error
-    if first < comm.size:
-        raise CollectiveError(f"checkpoint I/O failed on rank {first}")
 
 
 class Trajectory(ABC):
@@ -145,9 +113,9 @@ class Trajectory(ABC):
     """
 
     def __init__(self, step: Step, create_vector: VectorFactory, nsteps: int):
-        self._step = _callable(step, "step")
-        self._create = _callable(create_vector, "create_vector")
-        self.nsteps = _integer(nsteps, "nsteps", 0)
+        self._step = callable_(step, "step")
+        self._create = callable_(create_vector, "create_vector")
+        self.nsteps = integer(nsteps, "nsteps", minimum=0)
         self.stats = dict.fromkeys(
             ("forward_steps", "recomputed_steps", "max_states_in_memory", "disk_writes", "disk_reads"), 0
         )
@@ -189,7 +157,7 @@ class Trajectory(ABC):
         if not isinstance(x0, PETSc.Vec):
             raise InvalidArgumentError(f"x0 must be a PETSc Vec, got {type(x0).__name__}")
         if callback is not None:
-            _callable(callback, "callback")
+            callable_(callback, "callback")
         self._phase = "forward"
         self._comm = x0.getComm().tompi4py()
         self._work, self._at = self._vec(), 0
@@ -384,11 +352,11 @@ class CheckpointedTrajectory(Trajectory):
         snapshots_on_disk: int = 0,
         directory: str | os.PathLike | None = None,
     ):
-        self.snapshots_in_ram = _integer(snapshots_in_ram, "snapshots_in_ram", 1)
-        self.snapshots_on_disk = _integer(snapshots_on_disk, "snapshots_on_disk", 0)
+        self.snapshots_in_ram = integer(snapshots_in_ram, "snapshots_in_ram", minimum=1)
+        self.snapshots_on_disk = integer(snapshots_on_disk, "snapshots_on_disk", minimum=0)
         if self.snapshots_on_disk > 0 and directory is None:
             raise InvalidArgumentError(f"snapshots_on_disk={self.snapshots_on_disk} needs a directory")
-        self.directory = None if directory is None else _directory(directory)
+        self.directory = None if directory is None else path(directory, "directory")
         self._path: Path | None = None
         super().__init__(step, create_vector, nsteps)
 
@@ -402,7 +370,7 @@ class CheckpointedTrajectory(Trajectory):
         if self.directory is None or not self._schedule.uses_storage_type(StorageType.DISK):
             return
         path = self.directory / self._comm.bcast(f"trajectory-{uuid.uuid4().hex[:12]}", root=0)
-        _on_every_rank(self._comm, lambda: path.mkdir(parents=True, exist_ok=True))
+        on_every_rank(self._comm, "checkpoint I/O", lambda: path.mkdir(parents=True, exist_ok=True))
         self._path = path
 
     def _close_storage(self) -> None:
@@ -414,7 +382,7 @@ class CheckpointedTrajectory(Trajectory):
             for file in path.glob(f"step_*.rank{self._comm.rank}.h5"):
                 file.unlink(missing_ok=True)
 
-        _on_every_rank(self._comm, remove)  # also a barrier: every rank's files are gone
+        on_every_rank(self._comm, "checkpoint I/O", remove)  # also a barrier: every rank's files are gone
         try:
             path.rmdir()
         except FileNotFoundError:  # another rank sharing the file system was first
@@ -431,7 +399,7 @@ class CheckpointedTrajectory(Trajectory):
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("x", data=data)
 
-        _on_every_rank(self._comm, lambda: atomic_write(self._file(n), write))
+        on_every_rank(self._comm, "checkpoint I/O", lambda: atomic_write(self._file(n), write))
         self.stats["disk_writes"] += 1
 
     def _load(self, n: int, storage: StorageType, remove: bool) -> PETSc.Vec:
@@ -451,7 +419,7 @@ class CheckpointedTrajectory(Trajectory):
             if remove:
                 path.unlink()
 
-        _on_every_rank(self._comm, read)
+        on_every_rank(self._comm, "checkpoint I/O", read)
         self.stats["disk_reads"] += 1
         return vec
 
@@ -495,18 +463,15 @@ def make_trajectory(
         For bad arguments, or if the limit holds fewer than three state vectors (one
         snapshot and the two working vectors) while the states do not all fit.
     """
-    _callable(step, "step")
-    _callable(create_vector, "create_vector")
-    nsteps = _integer(nsteps, "nsteps", 0)
+    callable_(step, "step")
+    callable_(create_vector, "create_vector")
+    nsteps = integer(nsteps, "nsteps", minimum=0)
     if max_states is not None:
-        max_states = _integer(max_states, "max_states", 1)
-    if memory_budget is not None and (
-        isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Real)
-        or not np.isfinite(memory_budget) or memory_budget <= 0
-    ):
-        raise InvalidArgumentError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
+        max_states = integer(max_states, "max_states", minimum=1)
+    if memory_budget is not None:
+        positive(memory_budget, "memory_budget")
     if directory is not None:
-        directory = _directory(directory)
+        directory = path(directory, "directory")
     limits = {}  # name -> (number of states, description)
     if max_states is not None:
         limits["max_states"] = (max_states, f"max_states={max_states}")
