@@ -3,6 +3,18 @@ the ratio/target table and the atomic JSON report.
 
 Benchmarks report ratios measured in one run (machines are noisy); wall times are
 recorded, never asserted.
+
+Every benchmark imports this module first (``import _harness``: the script's
+directory is on ``sys.path`` when it runs as ``python benchmarks/NAME.py``, and
+the isort sections of pyproject.toml put ``_harness`` first). Importing it
+
+- sets ``OMP_NUM_THREADS=1`` unless the caller chose a value, before NumPy (or
+  PETSc) loads its BLAS: the timings are of one thread per process, and the
+  setting is recorded in the report (:func:`machine_info`);
+- imports :mod:`sensitivity`, which imports ``dolfinx_solver`` and so MPI ahead
+  of ``dolfinx`` and ``petsc4py``.
+
+NumPy is therefore imported inside the functions here, not at the top.
 """
 
 from __future__ import annotations
@@ -13,12 +25,11 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import numpy as np
-
-from sensitivity.io import atomic_write
+import sensitivity
 
 __all__ = [
     "finish_report",
@@ -29,6 +40,16 @@ __all__ = [
     "ratio",
     "write_json_atomic",
 ]
+
+
+def _one_blas_thread() -> None:
+    if "OMP_NUM_THREADS" not in os.environ and "numpy" in sys.modules:
+        warnings.warn("NumPy was imported before benchmarks/_harness.py: OMP_NUM_THREADS=1 may come too late "
+                      "for its BLAS (import _harness first)", RuntimeWarning, stacklevel=3)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # recorded in the report
+
+
+_one_blas_thread()
 
 
 def interleaved(fns: Mapping[str, Callable[[], object]], repeats: int, warmup: bool = True) -> dict:
@@ -52,10 +73,12 @@ def ratio(timings: Mapping[str, Mapping[str, float]], num: str, den: str) -> flo
 
 def machine_info() -> dict:
     """Versions, CPU count, load and BLAS threading of this machine (for the report)."""
+    import numpy as np
     import scipy
 
     info = {
         "python": sys.version.split()[0],
+        "sensitivity": sensitivity.__version__,
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "platform": platform.platform(),
@@ -75,6 +98,8 @@ def machine_info() -> dict:
 
 def plain(obj):
     """Plain-Python copy of ``obj`` for JSON (NumPy scalars to floats/ints/bools)."""
+    import numpy as np
+
     if isinstance(obj, dict):
         return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -90,6 +115,8 @@ def plain(obj):
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write ``data`` as JSON to ``path`` atomically (temporary file, then rename)."""
+    from sensitivity.io import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-r"""Speed of the advection–diffusion propagator and tangent (SPEC §2), as ratios measured in one run.
+r"""Speed of the advection–diffusion propagator and tangent (docs/theory.md §2), as ratios measured in one run.
 
 Usage::
 
@@ -35,32 +35,23 @@ recorded, never asserted.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # before NumPy loads its BLAS; recorded in the report
+import _harness  # first: one BLAS thread by default, then MPI before dolfinx/petsc4py (see _harness)
+from sensitivity.fem import AdvectionDiffusion, StreamFunction, Tangent, ThetaScheme
+from sensitivity.fem.backend import DEFAULT_LU_OPTIONS, create_ksp
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import sensitivity  # noqa: E402,F401  (imports dolfinx_solver before dolfinx/petsc4py)
-import numpy as np  # noqa: E402
-from dolfinx import fem, mesh  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-from petsc4py import PETSc  # noqa: E402
-
-from benchmarks._harness import finish_report, interleaved, machine_info, plain, print_targets, ratio, write_json_atomic  # noqa: E402
-from sensitivity.fem import AdvectionDiffusion, StreamFunction, Tangent, ThetaScheme  # noqa: E402
-from sensitivity.fem._backend import DEFAULT_LU_OPTIONS, create_ksp  # noqa: E402
+import numpy as np
+from dolfinx import fem, mesh
+from mpi4py import MPI
+from petsc4py import PETSc
 
 TARGETS = {
     "forward_over_petsc_loop": 1.1,
@@ -143,7 +134,7 @@ def _rel_diff(a: PETSc.Vec, b: PETSc.Vec) -> float:
 
 def _time_forward(problem: Problem, nsteps: int, repeats: int) -> dict:
     problem.forward(2)  # warm-up (JIT caches, MUMPS libraries)
-    return interleaved({"forward": lambda: problem.forward(nsteps).destroy()}, repeats, warmup=False)
+    return _harness.interleaved({"forward": lambda: problem.forward(nsteps).destroy()}, repeats, warmup=False)
 
 
 # --------------------------------------------------------------------------- serial parent / MPI child
@@ -157,7 +148,7 @@ def measure(n: int, nsteps: int, repeats: int) -> dict:
     for k in (1, K_DIRECTIONS):
         for r in problem.tangent(2, k):
             r.destroy()
-    timings = interleaved(
+    timings = _harness.interleaved(
         {
             "petsc_loop": lambda: problem.petsc_loop(nsteps).destroy(),
             "forward": lambda: problem.forward(nsteps).destroy(),
@@ -183,7 +174,7 @@ def child(n: int, nsteps: int, repeats: int, out: Path) -> None:
     problem = Problem(comm, n, k=0)
     timings = _time_forward(problem, nsteps, repeats)
     if comm.rank == 0:
-        write_json_atomic(out, plain({"nprocs": comm.size, "timings": timings}))
+        _harness.write_json_atomic(out, _harness.plain({"nprocs": comm.size, "timings": timings}))
 
 
 def measure_mpi(nprocs: int, n: int, nsteps: int, repeats: int, timeout: float) -> dict:
@@ -221,7 +212,7 @@ def print_report(report: dict) -> None:
     c = report["serial"]["checks"]
     print(f"  forward vs hand-written loop: rel. diff {c['forward_vs_petsc_loop_rel_diff']:.1e}; "
           f"rho_1 (k=1) vs rho_1 (k={K_DIRECTIONS}): rel. diff {c['tangent_1_vs_tangent_k_first_rel_diff']:.1e}")
-    print_targets(report, width=26)
+    _harness.print_targets(report, width=26)
     print(f"  {'mpi2_speedup':<26} {report['mpi2_speedup']:>10.3g} {'(info)':>10}")
     print(f"\nwall time of the benchmark: {report['runtime_seconds']:.1f} s on {report['machine']['cpu_count']} CPUs")
 
@@ -262,17 +253,17 @@ def main(argv=None) -> int:
         "steps": steps,
         "repeats": repeats,
         "k": K_DIRECTIONS,
-        "forward_over_petsc_loop": ratio(t, "forward", "petsc_loop"),
-        "tangent_over_forward": ratio(t, "tangent_1", "forward"),
-        "tangent_k_over_forward": ratio(t, f"tangent_{K_DIRECTIONS}", "forward"),
+        "forward_over_petsc_loop": _harness.ratio(t, "forward", "petsc_loop"),
+        "tangent_over_forward": _harness.ratio(t, "tangent_1", "forward"),
+        "tangent_k_over_forward": _harness.ratio(t, f"tangent_{K_DIRECTIONS}", "forward"),
         "mpi2_speedup": (t["forward"]["median"] / mpi2["timings"]["forward"]["median"]
                          if "timings" in mpi2 else None),
         "targets": dict(TARGETS),
         "serial": serial,
         "mpi2": mpi2,
-        "machine": machine_info(),
+        "machine": _harness.machine_info(),
     }
-    return finish_report(report, TARGETS, start, args.json, print_report)
+    return _harness.finish_report(report, TARGETS, start, args.json, print_report)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-r"""Accuracy and speed of the dense Fréchet derivative :math:`\nabla_J e^{tQ}` (SPEC §1).
+r"""Accuracy and speed of the dense Fréchet derivative :math:`\nabla_J e^{tQ}` (docs/theory.md §1).
 
 Usage::
 
@@ -32,37 +32,23 @@ Only ratios are targets; wall times are reported, never asserted. BLAS threads:
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # before NumPy loads its BLAS; recorded in the report
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import scipy  # noqa: E402
-import scipy.linalg  # noqa: E402
-
-from benchmarks._harness import (  # noqa: E402
-    finish_report,
-    interleaved,
-    machine_info,
-    print_targets,
-    ratio,
-)
-from sensitivity.dense import (  # noqa: E402
+import _harness  # first: one BLAS thread by default, then MPI before dolfinx/petsc4py (see _harness)
+from sensitivity.dense import (
     EigenFrechet,
     expm_frechet,
     expm_gradient,
     random_rate_matrix,
 )
+
+import numpy as np
+import scipy
+import scipy.linalg
 
 TARGETS = {
     "max_rel_err_vs_scipy": 1e-12,
@@ -201,7 +187,7 @@ def run_accuracy(seed: int = 20261120) -> dict:
 
 
 def time_single(Q, J, G, t, repeats) -> dict:
-    timings = interleaved(
+    timings = _harness.interleaved(
         {
             "default": lambda: expm_frechet(Q, J, t),
             "scipy": lambda: scipy.linalg.expm_frechet(t * Q, t * J, compute_expm=False),
@@ -220,7 +206,7 @@ def time_k_directions(Q, Js, t, repeats) -> dict:
             scipy.linalg.expm_frechet(t * Q, t * J, compute_expm=False)
 
     ev = EigenFrechet(Q, t)
-    timings = interleaved(
+    timings = _harness.interleaved(
         {
             "eigen_frechet": lambda: EigenFrechet(Q, t)(Js),
             "scipy_loop": scipy_loop,
@@ -233,7 +219,7 @@ def time_k_directions(Q, Js, t, repeats) -> dict:
     err = max(_rel(Y, scipy.linalg.expm_frechet(t * Q, t * J, compute_expm=False)) for J, Y in zip(Js[:5], Ys[:5]))
     lam = ev.eigenvalues
     return {
-        "ratio": ratio(timings, "eigen_frechet", "scipy_loop"),
+        "ratio": _harness.ratio(timings, "eigen_frechet", "scipy_loop"),
         "timings": timings,
         "norm1_tQ": float(t * np.linalg.norm(Q, 1)),
         "eigvec_condition": float(ev.eigvec_condition),
@@ -266,8 +252,8 @@ def run_timing(d: int, k: int, repeats: int, sweep_times, seed: int = 7) -> dict
         "k": k,
         "t": t,
         "repeats": repeats,
-        "default_time_over_scipy": ratio(single, "default", "scipy"),
-        "full_gradient_over_one_directional": ratio(single, "gradient", "default"),
+        "default_time_over_scipy": _harness.ratio(single, "default", "scipy"),
+        "full_gradient_over_one_directional": _harness.ratio(single, "gradient", "default"),
         "k_directions_over_scipy_loop": headline["ratio"],
         "k_directions_over_scipy_loop_complex_spectrum": complex_spectrum["ratio"],
         "k_directions_over_scipy_loop_by_t": sweep,
@@ -311,7 +297,7 @@ def print_report(report: dict) -> None:
           + ", ".join(f"t={t} (||tQ||_1={v['norm1_tQ']:.3g}): {v['ratio']:.3f}"
                       for t, v in tim["k_directions_over_scipy_loop_by_t"].items()))
     print(f"  k-direction ratio, complex spectrum: {tim['k_directions_over_scipy_loop_complex_spectrum']:.3f}")
-    print_targets(report)
+    _harness.print_targets(report)
     load = report["machine"].get("load_average_at_end")
     print(f"\nwall time of the benchmark: {report['runtime_seconds']:.1f} s; "
           f"load average (1 min) at start/end: {(report['machine'].get('load_average_at_start') or ['?'])[0]} / "
@@ -349,9 +335,9 @@ def main(argv=None) -> int:
         "targets": dict(TARGETS),
         "accuracy": accuracy,
         "timing": timing,
-        "machine": {**machine_info(), "load_average_at_start": load_start},
+        "machine": {**_harness.machine_info(), "load_average_at_start": load_start},
     }
-    return finish_report(report, TARGETS, start, args.json, print_report)
+    return _harness.finish_report(report, TARGETS, start, args.json, print_report)
 
 
 if __name__ == "__main__":

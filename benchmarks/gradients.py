@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-r"""Cost of exact (adjoint) and surrogate velocity gradients against the plain forward solve (SPEC §2).
+r"""Cost of exact (adjoint) and surrogate velocity gradients against the plain forward solve (docs/theory.md §2).
 
 Usage::
 
@@ -11,7 +11,7 @@ MUMPS), observed by a 3 × 3 grid of point sensors every ``steps/10`` steps. Eve
 timed run builds its propagator (and factorization) itself. Measured in one run:
 
 ``gradient_over_forward`` (target ≤ 2.0)
-    ``ReducedFunctional.value_and_gradient`` with the trajectory in memory over the
+    ``ReducedFunctional.value_and_derivative`` with the trajectory in memory over the
     forward solve.
 ``checkpointed_gradient_over_forward`` (target ≤ 3.5)
     The same with memory for at most 10 states: ``max_states=10`` and a
@@ -23,7 +23,7 @@ timed run builds its propagator (and factorization) itself. Measured in one run:
     recomputed (584 forward steps in all for 200 steps and 8 snapshots, the
     Griewank–Walther minimum).
 ``surrogate_over_forward`` (target ≤ 2.0)
-    ``FirstOrderSurrogate.value_and_gradient`` (one backward recursion, one assembly).
+    ``FirstOrderSurrogate.value_and_derivative`` (one backward recursion, one assembly).
 ``surrogate_rss_over_forward`` (target ≤ 1.2)
     Peak resident memory of a process computing the surrogate gradient over that
     of a process computing the forward solve only (separate child processes,
@@ -36,31 +36,28 @@ timed run builds its propagator (and factorization) itself. Measured in one run:
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import _harness  # first: one BLAS thread by default, then MPI before dolfinx/petsc4py (see _harness)
+from sensitivity.fem import (
+    FirstOrderSurrogate,
+    ObservationMisfit,
+    PointSensors,
+    ReducedFunctional,
+    ThetaScheme,
+)
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import sensitivity  # noqa: E402,F401
-import numpy as np  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-
-from benchmarks._harness import finish_report, interleaved, machine_info, print_targets, ratio, write_json_atomic  # noqa: E402
-from benchmarks.advection_diffusion import DT, Problem  # noqa: E402
-from sensitivity.fem import FirstOrderSurrogate, ObservationMisfit, PointSensors, ReducedFunctional, ThetaScheme  # noqa: E402
+import numpy as np
+from advection_diffusion import DT, Problem
+from mpi4py import MPI
 
 TARGETS = {
     "gradient_over_forward": 2.0,
@@ -95,13 +92,13 @@ class GradientProblem:
         if mode == "forward":
             scheme.run(self.base.theta0, self.nsteps).destroy()
         elif mode == "surrogate":
-            FirstOrderSurrogate(self.functional(scheme)).value_and_gradient()
+            FirstOrderSurrogate(self.functional(scheme)).value_and_derivative()
         else:
             with tempfile.TemporaryDirectory(prefix="gradients-") as tmp:
                 options = {"checkpointed": {"max_states": CHECKPOINT_STATES, "checkpoint_dir": tmp},
                            "revolve_ram": {"max_states": CHECKPOINT_STATES}}.get(mode, {})
                 F = self.functional(scheme, **options)
-                F.value_and_gradient()
+                F.value_and_derivative()
                 info = dict(F.stats)
                 F.destroy()
         scheme.destroy()
@@ -140,7 +137,7 @@ def child(mode: str, n: int, nsteps: int, out: Path) -> None:
     peaks = comm.gather(_maxrss_mib(), root=0)
     setup = comm.gather(setup_peak, root=0)
     if comm.rank == 0:
-        write_json_atomic(out, {"mode": mode, "nprocs": comm.size, "maxrss_mib_per_rank": peaks,
+        _harness.write_json_atomic(out, {"mode": mode, "nprocs": comm.size, "maxrss_mib_per_rank": peaks,
                                 "setup_peak_mib_per_rank": setup, "peak_reset_after_setup": reset,
                                 "seconds": elapsed})
 
@@ -178,15 +175,15 @@ def measure(n: int, nsteps: int, repeats: int) -> dict:
     def timed(mode):
         return lambda: stats.__setitem__(mode, problem.run(mode))
 
-    timings = interleaved({mode: timed(mode) for mode in MODES}, repeats, warmup=False)
+    timings = _harness.interleaved({mode: timed(mode) for mode in MODES}, repeats, warmup=False)
     # Adjoint against tangent on the same problem.
     scheme = ThetaScheme(problem.base.generator, DT)
     F = problem.functional(scheme)
-    _, grad = F.value_and_gradient()
+    _, grad = F.value_and_derivative()
     v = problem.base.directions[0]
-    tangent = F.derivative(v)
+    tangent = F.directional_derivative(v)
     adjoint = grad.x.petsc_vec.dot(v.x.petsc_vec)
-    sur_grad = FirstOrderSurrogate(F).gradient()
+    sur_grad = FirstOrderSurrogate(F).derivative()
     d = sur_grad.x.petsc_vec.copy()
     d.axpy(-1.0, grad.x.petsc_vec)
     g, s = grad.x.petsc_vec, sur_grad.x.petsc_vec
@@ -218,7 +215,7 @@ def print_report(report: dict) -> None:
         peaks = {m: (max(r["maxrss_mib_per_rank"]) if "maxrss_mib_per_rank" in r else float("nan"))
                  for m, r in mem.items()} if "error" not in mem else {}
         print(f"  peak RSS per rank, {label}: " + ", ".join(f"{m} {p:.0f} MiB" for m, p in peaks.items()))
-    print_targets(report, width=36)
+    _harness.print_targets(report, width=36)
     print(f"\nwall time of the benchmark: {report['runtime_seconds']:.1f} s")
 
 
@@ -263,19 +260,19 @@ def main(argv=None) -> int:
         "ndofs": serial["ndofs"],
         "steps": steps,
         "repeats": repeats,
-        "gradient_over_forward": ratio(t, "gradient", "forward"),
-        "checkpointed_gradient_over_forward": ratio(t, "checkpointed", "forward"),
-        "revolve_ram_gradient_over_forward": ratio(t, "revolve_ram", "forward"),
-        "surrogate_over_forward": ratio(t, "surrogate", "forward"),
+        "gradient_over_forward": _harness.ratio(t, "gradient", "forward"),
+        "checkpointed_gradient_over_forward": _harness.ratio(t, "checkpointed", "forward"),
+        "revolve_ram_gradient_over_forward": _harness.ratio(t, "revolve_ram", "forward"),
+        "surrogate_over_forward": _harness.ratio(t, "surrogate", "forward"),
         "surrogate_rss_over_forward": peak("surrogate") / peak("forward"),
         "adjoint_vs_tangent_rel_err": serial["accuracy"]["adjoint_vs_tangent_rel_err"],
         "targets": dict(TARGETS),
         "serial": serial,
         "memory_serial": memory_serial,
         "memory_mpi2": memory_mpi2,
-        "machine": machine_info(),
+        "machine": _harness.machine_info(),
     }
-    return finish_report(report, TARGETS, start, args.json, print_report)
+    return _harness.finish_report(report, TARGETS, start, args.json, print_report)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-r"""Schrödinger: conservation of Crank–Nicolson, and the cost and accuracy of sensitivities (SPEC §3).
+r"""Schrödinger: conservation of Crank–Nicolson, and the cost and accuracy of sensitivities (docs/theory.md §3).
 
 Usage::
 
@@ -32,10 +32,10 @@ runs does not depend on :math:`\psi_0`); the direction :math:`v` is a smooth P1 
     :class:`~sensitivity.fem.Tangent` with one direction (forward and tangent solved as one
     two-column block per step) over the forward run ``F.value()``.
 ``gradient_over_forward`` (target ≤ 3)
-    ``ReducedFunctional.value_and_gradient`` (trajectory in memory) over ``F.value()``.
+    ``ReducedFunctional.value_and_derivative`` (trajectory in memory) over ``F.value()``.
 ``secular_over_forward``, ``first_order_over_forward`` (informational)
-    ``SecularSurrogate(F, 4).value_and_gradient()`` (its SLEPc eigen-solve included) and
-    ``FirstOrderSurrogate(F).value_and_gradient()`` over ``F.value()``.
+    ``SecularSurrogate(F, 4).value_and_derivative()`` (its SLEPc eigen-solve included) and
+    ``FirstOrderSurrogate(F).value_and_derivative()`` over ``F.value()``.
 ``adjoint_vs_tangent`` (target ≤ 1e-10)
     :math:`|\langle\nabla F, v\rangle - dF\cdot v| / |dF\cdot v|`, ``dF·v`` by the tangent.
 
@@ -55,23 +55,14 @@ Only the accuracy numbers are deterministic; wall times are recorded, never asse
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # before NumPy loads its BLAS; recorded in the report
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-
-from sensitivity.fem import (  # noqa: E402  (first: the package imports dolfinx_solver before dolfinx/petsc4py)
+import _harness  # first: one BLAS thread by default, then MPI before dolfinx/petsc4py (see _harness)
+from sensitivity.fem import (
     DensitySensors,
     Eigenbasis,
     FirstOrderSurrogate,
@@ -86,9 +77,10 @@ from sensitivity.fem import (  # noqa: E402  (first: the package imports dolfinx
     schrodinger_space,
     surrogate_state_errors,
 )
-from dolfinx import fem, mesh  # noqa: E402
 
-from benchmarks._harness import finish_report, interleaved, machine_info, print_targets, ratio  # noqa: E402
+import numpy as np
+from dolfinx import fem, mesh
+from mpi4py import MPI
 
 TARGETS = {
     "norm_drift": 1e-12,
@@ -159,13 +151,13 @@ class Problem:
             if mode == "forward":
                 F.value()
             elif mode == "gradient":
-                F.value_and_gradient()
+                F.value_and_derivative()
             elif mode == "secular":
                 sec = SecularSurrogate(F, NEV)
-                sec.value_and_gradient()
+                sec.value_and_derivative()
                 sec.destroy()
             elif mode == "first_order":
-                FirstOrderSurrogate(F).value_and_gradient()
+                FirstOrderSurrogate(F).value_and_derivative()
             else:  # pragma: no cover - the modes are fixed
                 raise ValueError(mode)
             F.destroy()
@@ -199,15 +191,15 @@ def accuracy(problem: Problem) -> dict:
     """Adjoint against tangent, and the surrogate gradients against the exact one (collective)."""
     scheme = ThetaScheme(problem.prob, DT)
     F = problem.functional(scheme)
-    value, grad = F.value_and_gradient()
+    value, grad = F.value_and_derivative()
     v = problem.direction
-    tangent = F.derivative(v)
+    tangent = F.directional_derivative(v)
     adjoint = grad.x.petsc_vec.dot(v.x.petsc_vec)
     g = grad.x.petsc_vec
     out = {"value": value, "directional_derivative": tangent,
            "adjoint_vs_tangent": abs(adjoint - tangent) / abs(tangent)}
     sec = SecularSurrogate(F, NEV)
-    surrogates = {"secular": sec.gradient(), "first_order": FirstOrderSurrogate(F).gradient()}
+    surrogates = {"secular": sec.derivative(), "first_order": FirstOrderSurrogate(F).derivative()}
     out["secular_stats"] = {k: sec.stats[k] for k in ("eigenpairs", "outside_fraction", "eigen_residual")}
     for name, s_grad in surrogates.items():
         s = s_grad.x.petsc_vec
@@ -257,7 +249,7 @@ def measure(comm: MPI.Comm, n: int, nsteps: int, repeats: int, drift_steps: int)
         return f
 
     comm.Barrier()
-    result["timings"] = interleaved({mode: timed(mode) for mode in MODES}, repeats, warmup=False)
+    result["timings"] = _harness.interleaved({mode: timed(mode) for mode in MODES}, repeats, warmup=False)
     result["accuracy"] = accuracy(problem)
     result["surrogate_errors"] = surrogate_errors(problem, ERROR_TIMES)
     return result
@@ -276,7 +268,7 @@ def print_report(report: dict) -> None:
     print(f"  moving packet: max |‖ψ_n‖ − ‖ψ_0‖| = {c['norm_drift']:.2e}, max |E_n − E_0|/|E_0| = "
           f"{c['energy_drift']:.2e} over {c['steps']} steps (‖ψ_N − ψ_0‖ = {c['distance_moved']:.2f})")
     labels = {"forward": "forward, F.value()", "tangent": "Tangent, 1 direction",
-              "gradient": "adjoint value_and_gradient", "secular": f"SecularSurrogate (nev {NEV}, eigensolve)",
+              "gradient": "adjoint value_and_derivative", "secular": f"SecularSurrogate (nev {NEV}, eigensolve)",
               "first_order": "FirstOrderSurrogate"}
     for mode in MODES:
         print(f"  {labels[mode]:<36} {t[mode]['median']:8.3f} s")
@@ -290,7 +282,7 @@ def print_report(report: dict) -> None:
     print(f"  {'t':>8} {'‖ρ‖_M':>10} {'secular rel.':>14} {'first-order rel.':>18}")
     for row in zip(e["times"], e["exact_norm"], e["secular_relative"], e["first_order_relative"]):
         print(f"  {row[0]:>8g} {row[1]:>10.3g} {row[2]:>14.3g} {row[3]:>18.3g}")
-    print_targets(report, width=26)
+    _harness.print_targets(report, width=26)
     for key in INFORMATIONAL:
         print(f"  {key:<26} {report[key]:>10.3g} {'(info)':>10}")
     print(f"\nwall time of the benchmark: {report['runtime_seconds']:.1f} s on {report['machine']['cpu_count']} CPUs")
@@ -337,18 +329,18 @@ def main(argv=None) -> int:
         "nev": NEV,
         "norm_drift": measured["conservation"]["norm_drift"],
         "energy_drift": measured["conservation"]["energy_drift"],
-        "tangent_over_forward": ratio(t, "tangent", "forward"),
-        "gradient_over_forward": ratio(t, "gradient", "forward"),
-        "secular_over_forward": ratio(t, "secular", "forward"),
-        "first_order_over_forward": ratio(t, "first_order", "forward"),
+        "tangent_over_forward": _harness.ratio(t, "tangent", "forward"),
+        "gradient_over_forward": _harness.ratio(t, "gradient", "forward"),
+        "secular_over_forward": _harness.ratio(t, "secular", "forward"),
+        "first_order_over_forward": _harness.ratio(t, "first_order", "forward"),
         "adjoint_vs_tangent": measured["accuracy"]["adjoint_vs_tangent"],
         "secular_relative_error": dict(zip((format(x, "g") for x in e["times"]), e["secular_relative"])),
         "first_order_relative_error": dict(zip((format(x, "g") for x in e["times"]), e["first_order_relative"])),
         "targets": dict(TARGETS),
         "measured": measured,
-        "machine": {**machine_info(), "load_average_at_start": load_at_start},
+        "machine": {**_harness.machine_info(), "load_average_at_start": load_at_start},
     }
-    return finish_report(report, TARGETS, start, args.json, print_report)
+    return _harness.finish_report(report, TARGETS, start, args.json, print_report)
 
 
 if __name__ == "__main__":

@@ -50,19 +50,15 @@ Run as ``OMP_NUM_THREADS=1 mpirun -n P python demos/random_rate_matrix_spectra.p
 from __future__ import annotations
 
 import argparse
+import sys
 
-import matplotlib
+from sensitivity.dense import ensemble_statistics
+from sensitivity.dense.ensembles import DISTRIBUTIONS
+from sensitivity.io import new_figure, prepare_output_dir, save_figure, write_h5
+from sensitivity.parallel import ArgumentParser, exit_on_error, progress, rank0_print
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-
-from sensitivity.dense import ensemble_statistics  # noqa: E402
-from sensitivity.dense.ensembles import DISTRIBUTIONS  # noqa: E402
-from sensitivity.io import prepare_output_dir, save_figure, write_h5  # noqa: E402
-from sensitivity.parallel import ArgumentParser, progress, rank0_print  # noqa: E402
+import numpy as np
+from mpi4py import MPI
 
 NAME = "random_rate_matrix_spectra"
 DEFAULT_DIMS = [10, 20, 50, 100, 200, 500, 1000]
@@ -159,7 +155,8 @@ def _series(ax, dims, values, fit, color, marker, label):
 
 def plot(comm, path, stats, fits, distribution):
     dims = stats["d"].astype(float)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.4), constrained_layout=True)
+    fig = new_figure(figsize=(17, 5.4), layout="constrained")
+    axes = fig.subplots(1, 3)
     ax = axes[0]
     for name, color, marker, label in [("e_m", "C0", "o", r"$e_m$"), ("e_M", "C0", "s", r"$e_M$"),
                                        ("sigma_m", "C3", "o", r"$\sigma_m$"), ("sigma_M", "C3", "s", r"$\sigma_M$")]:
@@ -206,7 +203,7 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
     """Run the demo and return its summary numbers."""
     comm = MPI.COMM_WORLD if comm is None else comm
     args = parse_args(argv)
-    out = prepare_output_dir(comm, args.output)
+    out = prepare_output_dir(comm, args.output, what="--output", files=(f"{NAME}.png", f"{NAME}.h5"))
     rank0_print(comm, f"{NAME}: d in {args.dims}, {args.samples} samples each, {args.distribution} rates, "
                       f"{comm.size} rank(s)")
     stats = ensemble_statistics(args.dims, args.samples, seed=args.seed, distribution=args.distribution, comm=comm,
@@ -221,5 +218,5 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_on_error(main))
 # -

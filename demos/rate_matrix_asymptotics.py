@@ -6,7 +6,7 @@
 # ---
 
 """Long-time asymptotics of ∇_J exp(tQ) for a rate matrix: the corrected formula versus
-the seed's Theorem 2.1 and the polynomial surrogates (SPEC §1).
+the seed's Theorem 2.1 and the polynomial surrogates (docs/theory.md §1).
 
 Run as ``mpirun -n P python demos/rate_matrix_asymptotics.py --output DIR``.
 """
@@ -25,7 +25,7 @@ Run as ``mpirun -n P python demos/rate_matrix_asymptotics.py --output DIR``.
 # $\mathbf 1$ and left eigenvector the stationary distribution $\pi$, and every other
 # eigenvalue has $\Re\lambda \le -\kappa < 0$, where $\kappa$ is the spectral gap. Splitting
 # $e^{sQ} = \Pi + E(s)$ with $\Pi = \mathbf 1\pi^T$ and $\|E(s)\| \le c_V e^{-\kappa s}$
-# inside the integral gives the **corrected asymptotic formula** (SPEC §1)
+# inside the integral gives the **corrected asymptotic formula** (docs/theory.md §1)
 #
 # $$ Y(t) = t\,\Pi J\Pi - \Pi J Q^\# - Q^\# J \Pi + R(t),\qquad
 #    \|R(t)\|_2 \le (C_0 + C_1 t)\,e^{-\kappa t}, $$
@@ -60,16 +60,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-
-from sensitivity.dense import (  # noqa: E402
+from sensitivity.dense import (
     RateMatrix,
     expm_frechet,
     first_order_surrogate,
@@ -77,8 +70,12 @@ from sensitivity.dense import (  # noqa: E402
     seed_4_1_surrogate,
     series_surrogate,
 )
-from sensitivity.io import prepare_output_dir, save_figure, write_h5  # noqa: E402
-from sensitivity.parallel import ArgumentParser, progress, rank0_print  # noqa: E402
+from sensitivity.io import new_figure, prepare_output_dir, save_figure, write_h5
+from sensitivity.parallel import ArgumentParser, exit_on_error, progress, rank0_print
+
+import numpy as np
+from matplotlib import colormaps
+from mpi4py import MPI
 
 NAME = "rate_matrix_asymptotics"
 
@@ -272,7 +269,8 @@ STYLE = {
 
 
 def plot(comm, path, ts, results, orders, dim):
-    fig, axes = plt.subplots(2, 2, figsize=(14, 10), sharex=True, constrained_layout=True)
+    fig = new_figure(figsize=(14, 10), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
     titles = {"general": r"$J$ with $J\mathbf{1} \neq 0$", "zero_row_sum": r"$J_0$ with $J_0\mathbf{1} = 0$"}
     for row, (key, res) in enumerate(results.items()):
         s, c, e = res["summary"], res["curves"], res["errors"]
@@ -295,7 +293,7 @@ def plot(comm, path, ts, results, orders, dim):
         ax.semilogy(ts, c["roundoff_floor"], ":", color="0.5", label=r"round-off $10^{-15}\|Y(t)\|_2$")
         ax.semilogy(ts, e["first_order"], **STYLE["first_order"])
         for j, k in enumerate(orders):
-            ax.semilogy(ts, e[f"order_{k}"], color=plt.cm.viridis(0.15 + 0.7 * j / max(1, len(orders) - 1)),
+            ax.semilogy(ts, e[f"order_{k}"], color=colormaps["viridis"](0.15 + 0.7 * j / max(1, len(orders) - 1)),
                         lw=1.5, label=f"series order K={k} (1.5)")
         ax.semilogy(ts, e["seed_4_1"], **STYLE["seed_4_1"])
         ax.semilogy(ts, e["corrected"], **{**STYLE["corrected"], "lw": 1.2, "alpha": 0.6})
@@ -334,7 +332,7 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
     J0 (J0·1 = 0) under the key ``"zero_row_sum"``."""
     comm = MPI.COMM_WORLD if comm is None else comm
     args = parse_args(argv)
-    out = prepare_output_dir(comm, args.output)
+    out = prepare_output_dir(comm, args.output, what="--output", files=(f"{NAME}.png", f"{NAME}.h5"))
     R, directions = make_problem(comm, args.dim, args.seed)
     kappa = R.spectral_gap
     t_max = args.t_max if args.t_max is not None else T_MAX_TIMES_KAPPA / kappa
@@ -364,5 +362,5 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_on_error(main))
 # -

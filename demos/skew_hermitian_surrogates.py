@@ -6,7 +6,7 @@
 # ---
 
 """First-order versus secular surrogate of ∇_J exp(tA) for a skew-Hermitian A = −iH
-(SPEC §1, seed §4.1).
+(docs/theory.md §1, seed §4.1).
 
 Run as ``mpirun -n P python demos/skew_hermitian_surrogates.py --output DIR``.
 """
@@ -52,18 +52,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
-import matplotlib
+from sensitivity.dense import SkewHermitian, expm_frechet
+from sensitivity.io import new_figure, prepare_output_dir, save_figure, write_h5
+from sensitivity.parallel import ArgumentParser, exit_on_error, progress, rank0_print
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-
-from sensitivity.dense import SkewHermitian, expm_frechet  # noqa: E402
-from sensitivity.io import prepare_output_dir, save_figure, write_h5  # noqa: E402
-from sensitivity.parallel import ArgumentParser, progress, rank0_print  # noqa: E402
+import numpy as np
+from mpi4py import MPI
 
 NAME = "skew_hermitian_surrogates"
 # -
@@ -225,7 +221,8 @@ def analyse(S: SkewHermitian, J, ts, table):
 
 # +
 def plot(comm, path, ts, table, curves, s, dim, direction):
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.6), constrained_layout=True)
+    fig = new_figure(figsize=(14, 5.6), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.loglog(ts, table["norm_Y"], color="0.75", lw=3, label=r"$\|\nabla_J e^{tA}\|_F$ (scale)")
     ax1.loglog(ts, table["first_order"], color="C3", lw=2, label=r"first order $te^{tA}J$")
     ax1.loglog(ts, curves["first_order_predicted"], ":", color="C3", lw=1.2,
@@ -270,7 +267,7 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
     """Run the demo and return its summary numbers."""
     comm = MPI.COMM_WORLD if comm is None else comm
     args = parse_args(argv)
-    out = prepare_output_dir(comm, args.output)
+    out = prepare_output_dir(comm, args.output, what="--output", files=(f"{NAME}.png", f"{NAME}.h5"))
     H, S, J = make_problem(comm, args.dim, args.seed, args.direction)
     ts = np.logspace(np.log10(args.t_min), np.log10(args.t_max), args.num_times)
     rank0_print(comm, f"{NAME}: d = {args.dim}, J = {args.direction}, t in [{args.t_min:g}, {args.t_max:g}], "
@@ -296,5 +293,5 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_on_error(main))
 # -

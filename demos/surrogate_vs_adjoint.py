@@ -5,7 +5,7 @@
 #     format_name: light
 # ---
 
-"""Surrogate gradients against the exact adjoint gradient: accuracy and cost over final time and Péclet number (SPEC §1–2).
+"""Surrogate gradients against the exact adjoint gradient: accuracy and cost over final time and Péclet number (docs/theory.md §1–2).
 
 Run as ``mpirun -n P python demos/surrogate_vs_adjoint.py [--n N] [--final-times T ...] [--peclet PE ...] [--output DIR]``.
 """
@@ -19,10 +19,10 @@ Run as ``mpirun -n P python demos/surrogate_vs_adjoint.py [--n N] [--final-times
 # * **adjoint**: the exact gradient of the discrete objective (one transposed solve
 #   per step, the forward trajectory in memory);
 # * **order K** surrogates (K = 0 is the first-order :math:`t\,S^n J\theta_0`, seed 1.6;
-#   higher K add the commutator series of SPEC §1), each one backward recursion of
+#   higher K add the commutator series of docs/theory.md §1), each one backward recursion of
 #   K + 1 columns and K + 1 assemblies, no stored trajectory;
 # * **asymptotic**: the long-time form :math:`t\Pi J\Pi - \Pi JQ^\# - Q^\#J\Pi` with the
-#   group inverse (SPEC §1, the corrected seed Theorem 2.1): no backward sweep at all.
+#   group inverse (docs/theory.md §1, the corrected seed Theorem 2.1): no backward sweep at all.
 #
 # The flow is the cellular flow :math:`\psi = U\sin(\pi x)\sin(\pi y)/\pi` on the unit
 # square (no-flux walls, so the asymptotic form applies), a tracer blob starts at
@@ -48,17 +48,8 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import sensitivity  # noqa: E402,F401  (imports dolfinx_solver before dolfinx/petsc4py)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from dolfinx import fem, mesh  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-
-from sensitivity.fem import (  # noqa: E402
+import sensitivity
+from sensitivity.fem import (
     AdvectionDiffusion,
     AsymptoticSurrogate,
     ObservationMisfit,
@@ -68,12 +59,30 @@ from sensitivity.fem import (  # noqa: E402
     SurrogateGradient,
     ThetaScheme,
 )
-from sensitivity.io import atomic_write, prepare_output_dir, save_figure, write_h5  # noqa: E402
-from sensitivity.parallel import ArgumentParser, exit_on_error, progress, rank0_print, run_on_root  # noqa: E402
+from sensitivity.io import (
+    atomic_write,
+    new_figure,
+    prepare_output_dir,
+    save_figure,
+    write_h5,
+)
+from sensitivity.parallel import (
+    ArgumentParser,
+    exit_on_error,
+    progress,
+    rank0_print,
+    run_on_root,
+)
+
+import numpy as np
+from dolfinx import fem, mesh
+from mpi4py import MPI
 
 NAME = "surrogate_vs_adjoint"
 SENSORS = [[x, y] for x in (0.25, 0.5, 0.75) for y in (0.25, 0.5, 0.75)]
 NOISE = 0.01
+#: The regular files written to --output (checked before the run: none may be a directory).
+OUTPUT_FILES = (f"{NAME}.h5", f"{NAME}.json", f"{NAME}.png")
 # -
 
 # ## Command line
@@ -99,6 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.final_times = args.final_times or ([0.1, 0.4, 1.0] if args.small else [0.1, 0.2, 0.5, 1.0, 2.0, 4.0])
     args.peclet = args.peclet or ([10.0, 100.0] if args.small else [10.0, 100.0, 1000.0])
     args.orders = args.orders if args.orders is not None else [0, 1, 2]
+    if not args.output:
+        parser.error("--output must be a non-empty path")
     if args.n < 2:
         parser.error(f"--n must be at least 2, got {args.n}")
     if not math.isfinite(args.dt) or args.dt <= 0:
@@ -172,14 +183,14 @@ def compare(exact: fem.Function, approx: fem.Function) -> tuple[float, float, fl
 
 def run_case(comm: MPI.Comm, args: argparse.Namespace, peclet: float, T: float) -> list[dict]:
     F = build(comm, args.n, peclet, args.dt, T)
-    (_, exact), t_exact = timed(comm, F.value_and_gradient)
+    (_, exact), t_exact = timed(comm, F.value_and_derivative)
     norm = float(exact.x.petsc_vec.norm())
     rows = [{"peclet": peclet, "T": T, "method": "adjoint", "abs_err": 0.0, "rel_err": 0.0, "angle_deg": 0.0,
              "grad_norm": norm, "seconds": t_exact, "cost_over_adjoint": 1.0}]
     methods = [(f"K={k}", lambda k=k: SurrogateGradient(F, order=k)) for k in args.orders]
     methods.append(("asymptotic", lambda: AsymptoticSurrogate(F)))
     for name, make in methods:
-        (_, grad), seconds = timed(comm, lambda make=make: make().value_and_gradient())
+        (_, grad), seconds = timed(comm, lambda make=make: make().value_and_derivative())
         err, rel, angle = compare(exact, grad)
         rows.append({"peclet": peclet, "T": T, "method": name, "abs_err": err, "rel_err": rel, "angle_deg": angle,
                      "grad_norm": norm, "seconds": seconds, "cost_over_adjoint": seconds / t_exact})
@@ -221,7 +232,8 @@ def tables(rows: list[dict]) -> dict:
 
 
 def plot(comm: MPI.Comm, rows: list[dict], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "adjoint"))
     styles = ["-", "--", ":", "-."]
     for j, pe in enumerate(dict.fromkeys(r["peclet"] for r in rows)):
@@ -251,7 +263,7 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
     """Run every (Péclet, T) case; return the table rows."""
     comm = MPI.COMM_WORLD if comm is None else comm
     args = parse_args(argv)
-    out = prepare_output_dir(comm, args.output)
+    out = prepare_output_dir(comm, args.output, what="--output", files=OUTPUT_FILES)
     rank0_print(comm, f"{NAME}: {args.n} x {args.n} unit square, P1 θ, P2 stream function, dt = {args.dt:g}, "
                       f"{comm.size} rank(s)")
     cases = [(pe, T) for pe in args.peclet for T in args.final_times]
@@ -261,7 +273,8 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
     print_table(comm, rows)
     plot(comm, rows, out / f"{NAME}.png")
     summary = {"n": args.n, "dt": args.dt, "nprocs": comm.size, "rows": rows}
-    write_h5(comm, out / f"{NAME}.h5", tables(rows), attrs={"n": args.n, "dt": args.dt, "nprocs": comm.size})
+    write_h5(comm, out / f"{NAME}.h5", tables(rows), attrs={"n": args.n, "dt": args.dt, "nprocs": comm.size,
+                                                            "sensitivity_version": sensitivity.__version__})
     run_on_root(comm, lambda: atomic_write(out / f"{NAME}.json",
                                            lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1))))
     rank0_print(comm, f"wrote {out / (NAME + '.h5')}, {NAME}.json and {NAME}.png")

@@ -5,7 +5,7 @@
 #     format_name: light
 # ---
 
-"""Sensitivity of a tracer released in a channel flow to the velocity field (SPEC §2).
+"""Sensitivity of a tracer released in a channel flow to the velocity field (docs/theory.md §2).
 
 Run as ``mpirun -n P python demos/velocity_sensitivity.py [--resolution H] [--steps N] [--dt DT] [--output DIR]``.
 """
@@ -24,7 +24,7 @@ Run as ``mpirun -n P python demos/velocity_sensitivity.py [--resolution H] [--st
 #
 # How would the readings change if the flow were different? For a velocity perturbation
 # $v$ the derivative of the discrete solution, $\rho = \nabla_v\theta$, solves the
-# tangent equation (SPEC §2)
+# tangent equation (docs/theory.md §2)
 #
 # $$ \partial_t\rho = \kappa\Delta\rho - u\cdot\nabla\rho - v\cdot\nabla\theta,\qquad \rho(0) = 0, $$
 #
@@ -55,17 +55,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import sensitivity  # noqa: E402,F401  (imports dolfinx_solver before dolfinx/petsc4py)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from dolfinx import fem  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-
-from sensitivity.fem import (  # noqa: E402
+import sensitivity
+from sensitivity.fem import (
     AdvectionDiffusion,
     FieldSeries,
     PointSensors,
@@ -80,8 +71,17 @@ from sensitivity.fem import (  # noqa: E402
     read_mesh,
     stokes_velocity,
 )
-from sensitivity.io import prepare_output_dir, save_figure, write_h5  # noqa: E402
-from sensitivity.parallel import ArgumentParser, exit_on_error, progress_bar, rank0_print  # noqa: E402
+from sensitivity.io import new_figure, prepare_output_dir, save_figure, write_h5
+from sensitivity.parallel import (
+    ArgumentParser,
+    exit_on_error,
+    progress_bar,
+    rank0_print,
+)
+
+import numpy as np
+from dolfinx import fem
+from mpi4py import MPI
 
 NAME = "velocity_sensitivity"
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +90,8 @@ HEIGHT = 0.41  # channel height of the DFG geometry
 #: Sensor positions: behind the cylinder, above and below its wake, and far downstream.
 SENSORS = np.array([[0.45, 0.20], [0.70, 0.12], [0.70, 0.28], [1.20, 0.20]])
 DIRECTIONS = ("flow_rate", "swirl")
+#: The regular files written to --output (checked before the run: none may be a directory).
+OUTPUT_FILES = (f"{NAME}.h5", f"{NAME}.png", "snapshots.png")
 # -
 
 # ## Command line
@@ -281,7 +283,8 @@ def finite_difference_check(setup: Setup, args: argparse.Namespace, sens: np.nda
 
 # +
 def plot_series(comm: MPI.Comm, path: Path, t: np.ndarray, result: dict, check: dict | None) -> None:
-    fig, axes = plt.subplots(1 + len(DIRECTIONS), 1, figsize=(7.5, 2.4 * (1 + len(DIRECTIONS))), sharex=True)
+    fig = new_figure(figsize=(7.5, 2.4 * (1 + len(DIRECTIONS))))
+    axes = fig.subplots(1 + len(DIRECTIONS), 1, sharex=True)
     labels = [f"({x:.2f}, {y:.2f})" for x, y in SENSORS]
     for j, label in enumerate(labels):
         axes[0].plot(t, result["readings"][:, j], label=label)
@@ -329,8 +332,11 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
     """Run the demo and return its summary numbers."""
     comm = MPI.COMM_WORLD if comm is None else comm
     args = parse_args(argv)
+    # --output is checked first (creating nothing), the mesh is read, and only then is the
+    # directory created: a bad --output or --mesh fails at once and leaves nothing behind
+    prepare_output_dir(comm, args.output, what="--output", files=OUTPUT_FILES, create=False)
     mesh_data = load_mesh(comm, args)
-    out = prepare_output_dir(comm, args.output)
+    out = prepare_output_dir(comm, args.output, what="--output", files=OUTPUT_FILES)
     velocity = stokes_velocity(mesh_data, parabolic_inflow(args.u_max))
     setup = setup_problem(mesh_data, velocity, args)
     ndofs = setup.V.dofmap.index_map.size_global
@@ -360,7 +366,7 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
     write_h5(comm, out / f"{NAME}.h5", data, attrs={
         "demo": NAME, "directions": ",".join(DIRECTIONS), "kappa": args.kappa, "u_max": args.u_max,
         "dt": args.dt, "steps": args.steps, "degree": args.degree, "supg": args.supg, "ndofs": ndofs,
-        "nprocs": comm.size})
+        "nprocs": comm.size, "sensitivity_version": sensitivity.__version__})
     rank0_print(comm, f"  peak sensor reading {summary['peak_reading']:.4f}")
     for name, value in summary["max_abs_sensitivity"].items():
         rank0_print(comm, f"  max |∂y/∂v| for v = {name}: {value:.4f}")

@@ -21,11 +21,11 @@ import argparse
 import sys
 from pathlib import Path
 
-try:
-    from sensitivity.fem.meshes import write_msh
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from sensitivity.fem.meshes import write_msh
+from sensitivity.fem.meshes import write_msh
+from sensitivity.io import check_output_file
+from sensitivity.parallel import exit_on_error
+
+from mpi4py import MPI
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,10 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--order", type=int, default=1, choices=(1, 2, 3))
     parser.add_argument("--output", "-o", type=Path, default=HERE / "channel_obstacle.msh")
     args = parser.parse_args(argv)
+    check_output_file(MPI.COMM_SELF, args.output, what="--output")  # before gmsh runs
     path = build(args.output, length=args.length, height=args.height, center=tuple(args.center),
                  radius=args.radius, h=args.h, h_obstacle=args.h_obstacle, order=args.order)
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_on_error(main, comm=MPI.COMM_SELF))

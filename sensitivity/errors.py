@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "SensitivityError",
     "InvalidArgumentError",
+    "OutputError",
     "NotARateMatrixError",
     "NotDiagonalizableError",
     "NotSkewHermitianError",
@@ -35,3 +36,12 @@ class NotDiagonalizableError(InvalidArgumentError):
 
 class NotSkewHermitianError(InvalidArgumentError):
     """A matrix A is not skew-Hermitian (A* = −A) to the requested tolerance."""
+
+
+class OutputError(InvalidArgumentError, OSError):
+    """An output path cannot be used or written; the message names the path.
+
+    An :class:`InvalidArgumentError` (so command-line programs report it in one line,
+    with exit status 2, on every rank) that is also an :class:`OSError` (so
+    ``except OSError`` keeps catching write failures).
+    """

@@ -14,13 +14,14 @@ from typing import Any, TypeVar
 
 from mpi4py import MPI
 
-from sensitivity.errors import SensitivityError
+from sensitivity.errors import InvalidArgumentError, SensitivityError
 
 __all__ = [
     "ArgumentParser",
     "CollectiveError",
     "comm_world",
     "exit_on_error",
+    "on_every_rank",
     "progress",
     "progress_bar",
     "rank0_print",
@@ -69,14 +70,17 @@ def exit_on_error(main: Callable[[], Any], comm: MPI.Comm | None = None, status:
 
     For command-line entry points (``sys.exit(exit_on_error(main))``). The
     library raises its input errors identically on every rank, so every rank
-    returns ``status`` together and rank 0 alone prints ``error: ...``; other
-    exceptions propagate with their traceback.
+    returns ``status`` together and rank 0 alone prints ``error: ...`` on one line;
+    other exceptions propagate with their traceback. File-system failures of the
+    output helpers (:mod:`sensitivity.io`) arrive here as
+    :class:`~sensitivity.errors.OutputError`, an input error, not as a bare ``OSError``.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     try:
         main()
     except SensitivityError as exc:
-        rank0_print(comm, f"error: {exc}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        rank0_print(comm, f"error: {message}", file=sys.stderr)
         return status
     return 0
 
@@ -86,8 +90,10 @@ def run_on_root(comm: MPI.Comm, func: Callable[[], T], root: int = 0) -> T | Non
 
     For rank-local work such as writing a file gathered to one rank: the other
     ranks wait for the outcome and raise :class:`CollectiveError` with the root's
-    message if it failed, so all ranks leave together. Returns ``func()``'s
-    result on ``root`` and ``None`` elsewhere.
+    message if it failed, so all ranks leave together; an
+    :class:`~sensitivity.errors.InvalidArgumentError` (a bad path, a bad file) is
+    raised on the other ranks as the same class with the same message. Returns
+    ``func()``'s result on ``root`` and ``None`` elsewhere.
     """
     result, error = None, None
     if comm.rank == root:
@@ -95,11 +101,46 @@ def run_on_root(comm: MPI.Comm, func: Callable[[], T], root: int = 0) -> T | Non
             result = func()
         except Exception as exc:  # re-raised below on this rank, reported to the others
             error = exc
-    message = comm.bcast(None if error is None else f"{type(error).__name__}: {error}", root=root)
+    report = None
+    if error is not None:
+        # an input error (a bad path, say) is raised on every rank as itself, so that callers
+        # and exit_on_error see the same class and message everywhere; anything else becomes
+        # a CollectiveError on the other ranks
+        same = isinstance(error, InvalidArgumentError) and _importable(type(error))
+        report = (type(error) if same else None, str(error) if same else f"{type(error).__name__}: {error}")
+    report = comm.bcast(report, root=root)
     if error is not None:
         raise error
-    if message is not None:
+    if report is not None:
+        cls, message = report
+        if cls is not None:
+            raise cls(message)
         raise CollectiveError(f"rank {root} failed: {message}")
+    return result
+
+
+def _importable(cls: type) -> bool:
+    """Whether ``cls`` can be sent to another rank by reference (pickled by its import path)."""
+    return "<locals>" not in cls.__qualname__ and cls.__module__ != "__main__"
+
+
+def on_every_rank(comm: MPI.Comm, what: str, func: Callable[[], T]) -> T:
+    """Run rank-local ``func()`` on every rank; if it fails on any, raise on all of them (collective).
+
+    The failing ranks re-raise their own exception; the others raise
+    :class:`CollectiveError` naming ``what`` and the lowest failing rank, so that
+    every rank leaves together (e.g. per-rank checkpoint files).
+    """
+    result, error = None, None
+    try:
+        result = func()
+    except Exception as exc:  # re-raised below on this rank, reported to the others
+        error = exc
+    first = comm.allreduce(comm.rank if error is not None else comm.size, op=MPI.MIN)
+    if error is not None:
+        raise error
+    if first < comm.size:
+        raise CollectiveError(f"{what} failed on rank {first}")
     return result
 
 
@@ -110,6 +151,13 @@ class ArgumentParser(argparse.ArgumentParser):
     argument), but help and error messages are printed by rank 0 only.
     """
 
-    def _print_message(self, message, file=None):
+    def print_usage(self, file=None):
         if MPI.COMM_WORLD.rank == 0:
-            super()._print_message(message, file)
+            super().print_usage(file)
+
+    def print_help(self, file=None):
+        if MPI.COMM_WORLD.rank == 0:
+            super().print_help(file)
+
+    def exit(self, status=0, message=None):
+        super().exit(status, message if MPI.COMM_WORLD.rank == 0 else None)

@@ -10,7 +10,11 @@ MPI.
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,7 @@ import pytest
 from mpi4py import MPI
 
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.io import read_h5
+from sensitivity.io import read_h5, stale_temporaries
 from tests import mpi_harness
 
 pytestmark = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches mpirun itself")
@@ -102,7 +106,8 @@ def check_outputs(name: str, out: Path) -> dict:
     assert png.is_file() and png.stat().st_size > 10_000, f"missing or empty {png}"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert h5.is_file(), f"missing {h5}"
-    assert not list(out.glob(".*.tmp")) and not list(out.glob(".*.partial")), "a temporary file was left behind"
+    assert not stale_temporaries(out), f"temporaries left behind: {stale_temporaries(out)}"
+    assert not [p for p in out.glob("*.png") if p.stat().st_size == 0], "an empty PNG"
     data = flatten(read_h5(h5))
     numeric = {k: np.asarray(v) for k, v in data.items() if np.asarray(v).dtype.kind in "fciub"}
     assert len(numeric) >= 5, sorted(data)
@@ -271,7 +276,7 @@ def test_surrogate_vs_adjoint_claims(tmp_path):
     assert rows[100.0, 0.1, "K=2"]["angle_deg"] < 15.0
     # diffusion-dominated: t||[Q, J]|| is large, the series diverges (the surrogate is no descent proxy)
     assert rows[10.0, 1.0, "K=2"]["rel_err"] > 10.0 * rows[10.0, 1.0, "K=0"]["rel_err"]
-    # the first-order surrogate degrades as T grows (its error grows linearly in t, SPEC §1)
+    # the first-order surrogate degrades as T grows (its error grows linearly in t, docs/theory.md §1)
     assert rows[100.0, 1.0, "K=0"]["rel_err"] > rows[100.0, 0.1, "K=0"]["rel_err"]
     # the long-time form: its absolute error decays with T once diffusion has mixed (Pe = 10),
     # as the exact gradient itself does (no-flux directions have a vanishing long-time derivative)
@@ -320,9 +325,11 @@ def test_potential_estimation_claims(tmp_path):
     assert (tmp_path / "potential_estimation.bp" / "md.idx").is_file()
 
 
-def test_potential_estimation_resumes_from_checkpoint(tmp_path):
+def test_potential_estimation_resumes_from_checkpoint(tmp_path, capsys):
     """Ten iterations, a checkpoint, then a resumed run to twenty: it continues the saved history;
-    a checkpoint of another configuration is refused."""
+    a checkpoint of another configuration is refused; resuming the finished run has nothing to do
+    and returns its result; a run killed with SIGKILL resumes to the same result, and the
+    temporaries a killed run leaves are removed."""
     demo = load_demo("potential_estimation")
     checkpoint = tmp_path / "ck" / "optimization.h5"
     common = ["--small", "--checkpoint", str(checkpoint), "--checkpoint-every", "5"]
@@ -335,3 +342,62 @@ def test_potential_estimation_resumes_from_checkpoint(tmp_path):
     with pytest.raises(InvalidArgumentError, match="written with noise = 0.01, this run has 0.02"):
         demo.main([*common, "--noise", "0.02", "--resume", "--output", str(tmp_path / "c")])
     assert not (tmp_path / "c").exists()
+
+    # the checkpoint now holds a finished run: a --resume returns it, no iteration, no PETSc error
+    capsys.readouterr()
+    again = demo.main([*common, "--max-it", "20", "--resume", "--output", str(tmp_path / "d")])
+    text = capsys.readouterr().out
+    assert f"nothing to do: the checkpoint {checkpoint} holds a finished run (20 iterations, and --max-it is 20; " \
+           f"reason {second['reason']})" in text, text
+    assert again["finished_before_resume"] and again["iterations"] == 20 and again["evaluations"] == second["evaluations"]
+    for key in ("objective_history", "rel_error_history", "final_rel_error", "final_weighted_error"):
+        np.testing.assert_array_equal(again[key], second[key], err_msg=key)
+    check_outputs("potential_estimation", tmp_path / "d")
+
+    # killed with SIGKILL under mpirun -n 2 once the checkpoint holds iteration 10 (it writes
+    # one every iteration), then resumed to 20: the same result as the run stopped at 10 and
+    # resumed (to the round-off of the rank count), and no temporary is left behind
+    kill, killed_ck = tmp_path / "kill" / "out", tmp_path / "kill" / "ck" / "optimization.h5"
+    options = ["--small", "--checkpoint", str(killed_ck), "--checkpoint-every", "1"]
+    command = [mpi_harness.mpirun_executable(), "-n", "2", sys.executable, str(demo_path("potential_estimation")),
+               "--output", str(kill), *options, "--max-it", "10"]
+    proc = subprocess.Popen(command,
+                            cwd=mpi_harness.ROOT, env=mpi_harness.clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while proc.poll() is None and time.monotonic() < deadline and _iterations(killed_ck) < 10:
+            time.sleep(0.05)
+        assert _iterations(killed_ck) == 10, "the killed run never checkpointed iteration 10"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    # what a run killed while writing leaves (whatever this one left comes on top)
+    kill.mkdir(parents=True, exist_ok=True)
+    (kill / ".potential_estimation.abcd1234.partial.h5").write_bytes(b"\x89HDF\r\n")
+    (kill / ".potential_estimation.bp.partial").mkdir(exist_ok=True)
+    (kill / ".potential_estimation.bp.partial" / "data.0").write_bytes(b"x")
+    (kill / ".potential_estimation.q1w2e3r4.png").write_bytes(b"")  # an earlier version's name, 0 bytes
+    (killed_ck.parent / ".optimization.zx8c7v6b.partial.h5").write_bytes(b"")
+    (kill / "notes.txt").write_text("mine")  # not ours: kept
+    (kill / ".notes.partial.txt.bak").write_text("mine too")
+    resumed = mpi_harness.check(run_demo("potential_estimation", kill, nprocs=2,
+                                         extra=[*options, "--resume", "--max-it", "20"]))
+    assert f"resuming from {killed_ck} at iteration 10" in resumed, resumed
+    for directory in (kill, killed_ck.parent):
+        assert not stale_temporaries(directory), stale_temporaries(directory)
+    assert (kill / "notes.txt").read_text() == "mine" and (kill / ".notes.partial.txt.bak").exists()
+    data = check_outputs("potential_estimation", kill)
+    _, rtol = ROUNDOFF_AMPLIFIED["potential_estimation"]
+    np.testing.assert_allclose(data["history/objective"], second["objective_history"], rtol=rtol)
+    np.testing.assert_allclose(data["final/rel_error"], second["final_rel_error"], rtol=rtol)
+    assert _iterations(killed_ck) == 20
+
+
+def _iterations(checkpoint: Path) -> int:
+    """The last iteration in a checkpoint file, -1 if there is none (yet)."""
+    try:
+        return len(read_h5(checkpoint)["history"]["objective"]) - 1
+    except (OSError, KeyError):
+        return -1
