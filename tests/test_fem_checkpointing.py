@@ -318,3 +318,24 @@ def test_make_trajectory_chooses_the_storage(theta, comm, tmp_path_factory):
     assert traj.stats["recomputed_steps"] == 0 < traj.stats["disk_writes"]  # every state has a snapshot
     traj.destroy()
     assert list(base.iterdir()) == []
+
+
+@pytest.mark.mpi
+def test_snapshots_of_a_killed_run_are_removed_by_the_next_start(comm, tmp_path_factory):
+    """Disk snapshots live in a directory with the package's temporary name; a run that never reaches
+    destroy() (SIGKILL) leaves it, and sensitivity.io.prepare_output_dir removes it when the next run
+    starts in that directory."""
+    from sensitivity.io import is_temporary, prepare_output_dir
+
+    base = _shared_tmp(comm, tmp_path_factory)
+    rec = Counter(comm)
+    traj = CheckpointedTrajectory(rec.step, rec.create_vector, 10, snapshots_in_ram=1, snapshots_on_disk=3,
+                                  directory=base)
+    x0 = rec.x0()
+    traj.forward(x0).destroy()  # snapshots on disk; the run "dies" here, before reverse() and destroy()
+    comm.Barrier()
+    left = [p.name for p in base.iterdir()]
+    assert len(left) == 1 and is_temporary(left[0]) and _my_files(base, comm), left
+    prepare_output_dir(comm, base)
+    assert list(base.iterdir()) == []
+    x0.destroy()

@@ -369,7 +369,9 @@ class CheckpointedTrajectory(Trajectory):
     def _open_storage(self) -> None:
         if self.directory is None or not self._schedule.uses_storage_type(StorageType.DISK):
             return
-        path = self.directory / self._comm.bcast(f"trajectory-{uuid.uuid4().hex[:12]}", root=0)
+        # a temporary name of the package (.NAME.partial): a run killed with SIGKILL leaves it behind, and
+        # sensitivity.io.prepare_output_dir removes it when the next run starts in that directory
+        path = self.directory / self._comm.bcast(f".trajectory-{uuid.uuid4().hex[:12]}.partial", root=0)
         on_every_rank(self._comm, "checkpoint I/O", lambda: path.mkdir(parents=True, exist_ok=True))
         self._path = path
 
