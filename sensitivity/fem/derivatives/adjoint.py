@@ -49,6 +49,7 @@ and the derivative of the gradient formula along :math:`v` (including
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import dolfinx.fem as fem
@@ -85,9 +86,20 @@ class Adjoint:
     """
 
     def __init__(self, objective: ReducedFunctional):
-        self.objective = objective
+        # A weak reference: the objective owns its Adjoint, and a reference cycle would leave both (and the
+        # factorizations they hold) to the cyclic garbage collector, which runs at different moments on
+        # different ranks -- destroying a MUMPS factorization is collective.
+        self._objective = weakref.ref(objective)
         self.stats: dict = {}
         self._sums: OuterProductSums | None = None
+
+    @property
+    def objective(self) -> ReducedFunctional:
+        """The objective differentiated (held weakly)."""
+        objective = self._objective()
+        if objective is None:  # pragma: no cover - the objective owns this object
+            raise ReferenceError("the objective of this Adjoint no longer exists")
+        return objective
 
     def value_and_derivative(self) -> tuple[float, PETSc.Vec]:
         r""":math:`F(c)` and the derivative :math:`\partial F/\partial c_k` (a control Vec the caller owns; collective).
