@@ -19,6 +19,7 @@ from sensitivity.errors import InvalidArgumentError, SensitivityError
 __all__ = [
     "ArgumentParser",
     "CollectiveError",
+    "collect_garbage",
     "comm_world",
     "exit_on_error",
     "on_every_rank",
@@ -83,6 +84,26 @@ def exit_on_error(main: Callable[[], Any], comm: MPI.Comm | None = None, status:
         rank0_print(comm, f"error: {message}", file=sys.stderr)
         return status
     return 0
+
+
+def collect_garbage(*comms: MPI.Comm) -> None:
+    """Destroy the PETSc objects Python has freed on ``comms`` (collective on each; default ``COMM_WORLD``).
+
+    petsc4py does not destroy a PETSc object when Python frees it without ``destroy()``: destroying can
+    be collective and Python frees objects at different moments on different ranks, so it only
+    schedules the destruction (PETSc's delayed destroy), and the objects -- with their memory and their
+    communicator -- stay until ``PETSc.garbage_cleanup`` runs on their communicator. Long runs call this
+    at a collective point now and then (an optimizer every few iterations, a sampler every chunk) with
+    the communicators their objects live on (a mesh's ``comm``); it first runs Python's cyclic
+    collector so that objects in reference cycles are scheduled too.
+    """
+    import gc
+
+    from petsc4py import PETSc
+
+    gc.collect()
+    for comm in comms or (MPI.COMM_WORLD,):
+        PETSc.garbage_cleanup(comm)
 
 
 def run_on_root(comm: MPI.Comm, func: Callable[[], T], root: int = 0) -> T | None:

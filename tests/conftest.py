@@ -108,6 +108,9 @@ def _collective_teardown():
     yield
     if MPI.COMM_WORLD.size > 1:
         gc.collect()
+        petsc = sys.modules.get("petsc4py.PETSc")
+        if petsc is not None:  # objects freed without destroy() on COMM_WORLD (see tests/test_parallel.py)
+            petsc.garbage_cleanup(MPI.COMM_WORLD)
         MPI.COMM_WORLD.Barrier()
 
 
