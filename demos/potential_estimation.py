@@ -5,7 +5,7 @@
 #     format_name: light
 # ---
 
-"""Estimate a double-well quantum potential from noisy densities |ψ|² with exact adjoint gradients (SPEC §3–4).
+"""Estimate a double-well quantum potential from noisy densities |ψ|² with exact adjoint gradients (docs/theory.md §3–4).
 
 Run as ``mpirun -n P python demos/potential_estimation.py [--small] [--noise S] [--max-it K] [--output DIR]``.
 
@@ -22,7 +22,7 @@ with the double well :math:`V(x, y) = a\\,((x/w)^2 - 1)^2 + b\\,y^2` (minima at
 :math:`x = \\pm w`, barrier :math:`a` at :math:`x = 0`, a harmonic confinement :math:`b` in
 :math:`y`) and a Gaussian packet :math:`\\psi_0` started in the left well with momentum
 towards the barrier (energy above it, so it crosses, reflects and explores the box). As in
-:mod:`sensitivity.fem.schrodinger` (SPEC §3) :math:`\\psi = a + ib` is split into real P1
+:mod:`sensitivity.fem.models.schrodinger` (docs/theory.md §3) :math:`\\psi = a + ib` is split into real P1
 components, :math:`M a' = H b`, :math:`M b' = -H a`, :math:`H = \\tfrac12 K + M_V`, a real
 generator that is skew-adjoint in the :math:`M` inner product; Crank–Nicolson keeps
 :math:`\\|\\psi\\|` exactly. The potential is a P1 field; its nodal values are the unknowns.
@@ -38,7 +38,7 @@ Gaussian noise of standard deviation ``--noise`` times the largest clean value, 
 
 The estimate
 ------------
-The MAP estimate minimizes (SPEC §4)
+The MAP estimate minimizes (docs/theory.md §4)
 
 .. math::
 
@@ -47,10 +47,15 @@ The MAP estimate minimizes (SPEC §4)
 
 over every P1 dof of :math:`V`, from the initial guess :math:`V_0` (a constant, or the
 harmonic part :math:`b y^2` with ``--initial harmonic``), by PETSc TAO's limited-memory
-variable metric method (``lmvm``) on the distributed vectors. Every objective evaluation is one
-forward run and one adjoint sweep (``ReducedFunctional.value_and_gradient``): the exact gradient
+variable metric method (``lmvm``) on the distributed vectors, through the package's MAP driver
+(``sensitivity.estimation.find_map`` on ``FunctionalObjective(F, "h1")``): the quasi-Newton model
+starts from the :math:`H^1` inner product :math:`W = M + K` of the potential's space (rescaled by
+the curvature of the last step), so its first step is the :math:`H^1` gradient :math:`-W^{-1}d`
+rather than the mesh-dependent derivative :math:`-d`, and the gradient is measured in
+:math:`\\|d\\|_{W^{-1}} = (d^TW^{-1}d)^{1/2}`. Every objective evaluation is one
+forward run and one adjoint sweep (``ReducedFunctional.value_and_derivative``): the exact gradient
 of the discrete objective with respect to all dofs at once. Before optimizing, the adjoint
-gradient at :math:`V_0` is checked against the tangent derivative ``F.derivative(v)`` (equal to
+gradient at :math:`V_0` is checked against the tangent derivative ``F.directional_derivative(v)`` (equal to
 round-off) and against a central finite difference along a smooth direction :math:`v`.
 
 The invariance
@@ -81,14 +86,16 @@ where the particle actually was. Plots show the estimate shifted by :math:`\\bar
 Results
 -------
 The default configuration (32 × 32 cells, Δt = 0.025, 240 steps, 30 observation times, 11 × 11
-sensors, 1 % noise, β = 1) stops at :math:`\\|g\\| \\le 10^{-5}\\|g_0\\|` after about 200 iterations: the
-objective falls about 100-fold to the misfit level of the truth itself (the data are fitted to
-the noise), the error modulo constants from 1 to 0.30 and the density-weighted error to 0.15; the
-double well is recovered except in a strip along the walls :math:`x = \\pm L`, where
-:math:`\\psi` vanishes and the quartic rises steeply. ``--small`` (40 iterations) reaches 0.53
-and 0.28. The objective is not convex (the densities depend on :math:`V` through phases): the
-first few dozen iterations can raise the error before it falls, and with less noise and a
-smaller β (``--noise 0.003 --beta 0.3``) 250 iterations are not yet enough to converge.
+sensors, 1 % noise, β = 1) runs its 250 iterations (273 evaluations on 2 ranks; the gradient falls
+3.7·10³-fold in :math:`\\|\\cdot\\|_{W^{-1}}`, short of ``--gttol`` 1e-5, while the objective has
+stopped moving): the objective falls 106-fold to the misfit level of the truth itself (the data
+are fitted to the noise), the error modulo constants from 1 to 0.30 and the density-weighted error
+to 0.145; the double well is recovered except in a strip along the walls :math:`x = \\pm L`, where
+:math:`\\psi` vanishes and the quartic rises steeply. ``--small`` (40 iterations, 43 evaluations)
+reaches 0.49 and 0.26 (TAO's default ℓ² metric on the dof vector reached 0.53 and 0.28). The
+objective is not convex (the densities depend on :math:`V` through phases): the first few dozen
+iterations can raise the error before it falls, and with less noise and a smaller β
+(``--noise 0.003 --beta 0.3``) 250 iterations are not yet enough to converge.
 
 Command line
 ------------
@@ -103,8 +110,9 @@ Command line
 ``--alpha A``, ``--beta B``, ``--initial {constant,harmonic}``
     Tikhonov weights (L² towards :math:`V_0`, :math:`H^1` seminorm) and the initial guess.
 ``--max-it K``, ``--gttol T``, ``--gatol T``, ``--lmvm-history M``
-    TAO iteration limit, stop when :math:`\\|g\\| \\le T\\|g_0\\|` or :math:`\\|g\\| \\le T`,
-    quasi-Newton memory.
+    TAO iteration limit, stop when :math:`\\|g\\| \\le T\\|g_0\\|` or :math:`\\|g\\| \\le T`
+    (:math:`\\|g\\| = \\|d\\|_{W^{-1}}`, :math:`g_0` at the first iterate of the whole run, also when
+    resumed), quasi-Newton memory.
 ``--solver {auto,redundant,mumps}``
     LU of the Crank–Nicolson operator, used for the forward and the transposed (adjoint) solves:
     ``redundant`` (every rank factors the whole operator with PETSc's LU; a gather and a scatter
@@ -113,9 +121,10 @@ Command line
     meshes), ``auto`` (redundant up to 50 000 state dofs). SuperLU_DIST is not offered: in
     this PETSc build its transposed solve returns the untransposed solution.
 ``--checkpoint PATH``, ``--checkpoint-every K``, ``--resume``
-    Save the iterate (by dof coordinates, so any rank count can resume) and the histories
-    atomically every K iterations; ``--resume`` continues from ``PATH`` (the quasi-Newton memory
-    restarts, so the continued history is not bit-identical to an uninterrupted run).
+    The MAP driver's checkpoint: the iterate (by dof coordinates, so any rank count can resume),
+    the histories and the configuration, written atomically every K iterations and at the end;
+    ``--resume`` continues from ``PATH`` (the quasi-Newton pairs are lost, only the scale of the
+    initial Hessian is kept, so the continued history is not bit-identical to an uninterrupted run).
 ``--output DIR``
     Output directory (``--out`` is accepted as an abbreviation).
 
@@ -161,19 +170,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-from sensitivity.errors import InvalidArgumentError  # noqa: E402  (first: the package imports dolfinx_solver)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import ufl  # noqa: E402
-from dolfinx import fem, mesh  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-from petsc4py import PETSc  # noqa: E402
-
-from sensitivity.fem import (  # noqa: E402
+import sensitivity
+from sensitivity.estimation import FunctionalObjective, MAPCheckpoint, find_map
+from sensitivity.fem import (
     DensitySensors,
     FieldSeries,
     ObservationMisfit,
@@ -185,13 +184,24 @@ from sensitivity.fem import (  # noqa: E402
     ThetaScheme,
     Tikhonov,
     TriangleGather,
-    gather_by_coordinates,
     gaussian_packet,
-    scatter_by_coordinates,
     schrodinger_space,
 )
-from sensitivity.io import atomic_write, prepare_output_dir, read_h5, save_figure, write_h5  # noqa: E402
-from sensitivity.parallel import ArgumentParser, exit_on_error, rank0_print, run_on_root  # noqa: E402
+from sensitivity.io import (
+    atomic_write,
+    check_output_file,
+    new_figure,
+    prepare_output_dir,
+    save_figure,
+    write_h5,
+)
+from sensitivity.parallel import ArgumentParser, exit_on_error, rank0_print, run_on_root
+
+import numpy as np
+import ufl
+from dolfinx import fem, mesh
+from mpi4py import MPI
+from petsc4py import PETSc
 
 NAME = "potential_estimation"
 #: The packet: centre in the left well (as a fraction of w), width, momentum.
@@ -203,6 +213,8 @@ CHECK_CENTER, CHECK_WIDTH = (0.25, -0.15), 0.35
 FD_EPS = 1e-3
 #: Points per side of the grid the fields are sampled on for the HDF5 file.
 SAMPLES = 41
+#: The regular files written to --output (checked before the run: none may be a directory).
+OUTPUT_FILES = (f"{NAME}.h5", f"{NAME}.json", f"{NAME}.png")
 SOLVERS = ("auto", "redundant", "mumps")
 #: ``--solver auto`` uses the redundant LU below this many state dofs, MUMPS above.
 REDUNDANT_MAX_DOFS = 50_000
@@ -290,11 +302,33 @@ def parse_args(argv=None, comm: MPI.Comm | None = None) -> argparse.Namespace:
         parser.error(f"--separation must be less than --half-width = {args.half_width:g}, got {args.separation}")
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
-    if args.resume and not comm.bcast(Path(args.checkpoint).is_file() if comm.rank == 0 else None, root=0):
-        parser.error(f"--resume: no checkpoint file {args.checkpoint}")  # (rank 0 reads it: its answer counts)
+    if args.checkpoint is not None and not args.checkpoint:
+        parser.error("--checkpoint must be a non-empty path")
+    if args.checkpoint:
+        outputs = {(Path(args.output) / name).resolve() for name in (*OUTPUT_FILES, f"{NAME}.bp")}
+        if Path(args.checkpoint).resolve() in outputs:
+            parser.error(f"--checkpoint {args.checkpoint} is an output file of this run; give it another name")
+    if args.resume:  # rank 0 looks (it reads the file): its answer counts on every rank
+        kind = comm.bcast(_file_kind(args.checkpoint) if comm.rank == 0 else None, root=0)
+        if kind != "file":
+            parser.error(f"--resume: no checkpoint file {args.checkpoint}" if kind == "missing" else
+                         f"--resume: the checkpoint {args.checkpoint} is {kind}, not a file")
     if args.solver == "auto":
         args.solver = "redundant" if 2 * (args.n + 1) ** 2 <= REDUNDANT_MAX_DOFS else "mumps"
     return args
+
+
+def _file_kind(path: str) -> str:
+    """"file", "missing", or what else ``path`` is (rank-local)."""
+    p = Path(path)
+    try:
+        if p.is_file():
+            return "file"
+        if p.is_dir():
+            return "a directory"
+        return "missing" if not (p.exists() or p.is_symlink()) else "not a regular file"
+    except OSError as exc:  # e.g. a parent that cannot be searched
+        return f"not readable ({exc.strerror})"
 # -
 
 # ## The model and the synthetic data
@@ -440,10 +474,10 @@ def gradient_check(F: ReducedFunctional, setup: Setup, args: argparse.Namespace)
     ones = fem.Function(setup.S)
     ones.x.array[:] = 1.0
     F.set_control(setup.initial)
-    value, grad = F.value_and_gradient()
+    value, grad = F.value_and_derivative()
     g = grad.x.petsc_vec
     adjoint = float(g.dot(v.x.petsc_vec))
-    tangent = float(F.derivative(v))
+    tangent = float(F.directional_derivative(v))
     c0 = setup.initial.x.petsc_vec
     values = []
     for sign in (1.0, -1.0):
@@ -463,10 +497,11 @@ def gradient_check(F: ReducedFunctional, setup: Setup, args: argparse.Namespace)
             "cosine_to_constants": cosine, "cosine_to_direction": cosine_v}
 # -
 
-# ## Checkpoints by dof coordinates
+# ## Checkpoints
 #
-# The iterate is stored sorted by the coordinates of its dofs, so a run on any number of ranks
-# can resume it.
+# The MAP driver writes them (``sensitivity.estimation.find_map``): the iterate in the partition-
+# independent order of its dofs (sorted by coordinates), so a run on any number of ranks can resume
+# it, the histories and the configuration below, which a resumed run must match.
 
 
 # +
@@ -476,128 +511,62 @@ def fingerprint(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in keys}
 
 
-def read_checkpoint(comm: MPI.Comm, args: argparse.Namespace) -> dict:
-    """The checkpoint, read on rank 0 and broadcast; a mismatching configuration fails on every rank."""
-    def read() -> dict:
-        try:
-            data = read_h5(args.checkpoint)
-        except Exception as exc:  # not HDF5, unreadable: a clean error on every rank
-            raise InvalidArgumentError(f"--resume: cannot read the checkpoint {args.checkpoint}: {exc}") from None
-        history = data.get("history", {})
-        missing = [k for k in ("iterate", "coordinates", "config") if k not in data]
-        missing += [f"history/{k}" for k in HISTORY_KEYS if k not in history]
-        if missing:
-            raise InvalidArgumentError(f"--resume: {args.checkpoint} is not a checkpoint of {NAME} "
-                                       f"(no {missing[0]})")
-        return data
+def read_checkpoint(comm: MPI.Comm, args: argparse.Namespace) -> MAPCheckpoint:
+    """The checkpoint, read on rank 0 and broadcast; a file that is not a checkpoint of this
+    demo, one of another configuration, or a damaged one fails on every rank with a message naming it."""
+    return MAPCheckpoint.read(args.checkpoint, comm, size=(args.n + 1) ** 2, config=fingerprint(args), method="lmvm",
+                              name=NAME, prefix="--resume: ")
 
-    data = comm.bcast(run_on_root(comm, read), root=0)
-    saved = data["config"]
-    for key, value in fingerprint(args).items():
-        stored = np.asarray(saved[key]).item() if key in saved else None
-        if stored != value:
-            raise InvalidArgumentError(f"--resume: the checkpoint {args.checkpoint} was written with "
-                                       f"{key} = {stored!r}, this run has {value!r}")
-    return data
+
+def finished(resume: MAPCheckpoint, args: argparse.Namespace) -> str | None:
+    """Why the checkpointed run needs no more iterations (TAO converged, or --max-it reached),
+    or ``None`` if it can continue."""
+    iterations, reason = resume.iterations, resume.reason
+    if isinstance(reason, str) and reason.startswith("CONVERGED"):
+        return f"reason {reason}, after {iterations} iterations"
+    if iterations >= args.max_it:
+        return f"{iterations} iterations, and --max-it is {args.max_it}" + (f"; reason {reason}" if reason else "")
+    return None
 # -
 
 # ## The optimization with TAO
+#
+# ``find_map`` runs TAO ``lmvm`` on the control's distributed dof vector with the :math:`H^1` inner
+# product :math:`W = M + K` of the potential's space as the initial quasi-Newton Hessian (scaled by the
+# curvature of the last step; the first step is the :math:`H^1` gradient :math:`-W^{-1}d`, not the
+# mesh-dependent derivative :math:`-d`) and measures the gradient in :math:`\|d\|_{W^{-1}}`; the
+# monitor adds the misfit and both errors to its history.
 
 
 # +
 HISTORY_KEYS = ("objective", "misfit", "gradient_norm", "rel_error", "weighted_error", "evaluations")
 
 
-def reason_name(reason) -> str:
-    """The name of a TAO converged reason (e.g. ``CONVERGED_GTTOL``, ``DIVERGED_MAXITS``)."""
-    R = PETSc.TAO.ConvergedReason
-    names = [k for k in dir(R) if k.isupper() and getattr(R, k) == reason and "ITERATING" not in k]
-    return names[0] if names else str(reason)
-
-
 def optimize(F: ReducedFunctional, setup: Setup, errors: ModuloConstant, args: argparse.Namespace,
-             resume: dict | None) -> dict:
-    comm = setup.msh.comm
+             resume: MAPCheckpoint | None) -> dict:
     estimate = fem.Function(setup.S, name="V_estimate")
-    history = {k: [] for k in HISTORY_KEYS}
-    start_iteration = 0
-    if resume is not None:
-        scatter_by_coordinates(estimate, resume["coordinates"], resume["iterate"])
-        history = {k: list(np.atleast_1d(resume["history"][k])) for k in HISTORY_KEYS}
-        start_iteration = len(history["objective"]) - 1
-    else:
-        estimate.x.array[:] = setup.initial.x.array
-    count = [int(history["evaluations"][-1]) if history["evaluations"] else 0]
-    state = {"reason": None}
+    objective = FunctionalObjective(F, "h1", petsc_options=SOLVER_OPTIONS[args.solver])
 
-    def objective_gradient(tao, x, G):
-        F.set_control(x)
-        value, grad = F.value_and_gradient()
-        grad.x.petsc_vec.copy(G)
-        count[0] += 1
-        return value
-
-    def save_checkpoint():
-        coords, values = gather_by_coordinates(estimate)
-        data = {"iterate": values, "coordinates": coords,
-                "history": {k: np.asarray(v) for k, v in history.items()}, "config": fingerprint(args)}
-        write_h5(comm, args.checkpoint, data)
-
-    def monitor(tao):
-        it, f, gnorm, *_ = tao.getSolutionStatus()
-        if resume is not None and it == 0:
-            return  # the resumed iterate is already the last entry
-        tao.getSolution().copy(estimate.x.petsc_vec)
+    def monitor(k, q, value, gradient_norm):
+        q.copy(estimate.x.petsc_vec)
         estimate.x.scatter_forward()
         rel, weighted = errors.errors(estimate)
-        misfit = float(f) - (F.regularization.value(estimate) if F.regularization is not None else 0.0)
-        for key, value in zip(HISTORY_KEYS, (float(f), misfit, float(gnorm), rel, weighted, count[0])):
-            history[key].append(value)
-        k = start_iteration + it
-        if args.checkpoint and k > 0 and k % args.checkpoint_every == 0:
-            save_checkpoint()
+        misfit = value - (F.regularization.value(estimate) if F.regularization is not None else 0.0)
+        return {"misfit": misfit, "rel_error": rel, "weighted_error": weighted}
 
-    tao = PETSc.TAO().create(comm)
-    tao.setOptionsPrefix(f"{NAME}_")
-    tao.setType("lmvm")
-    G = estimate.x.petsc_vec.duplicate()
-    tao.setObjectiveGradient(objective_gradient, G)
-    tao.setMonitor(monitor)
-    tao.setTolerances(gatol=args.gatol, grtol=0.0, gttol=args.gttol)
-    tao.setMaximumIterations(max(args.max_it - start_iteration, 0))
-    tao.setMaximumFunctionEvaluations(20 * max(args.max_it, 1) + 20)
-    x = estimate.x.petsc_vec.copy()
-    tao.setSolution(x)
-    # TAO lmvm gives its quasi-Newton matrix the fixed prefix "tao_lmvm_" (not the solver's), so
-    # the history size is set in the global options only while the solver reads them.
-    options = PETSc.Options()
-    key = "tao_lmvm_mat_lmvm_hist_size"
-    had = options.hasName(key)
-    old = options.getString(key) if had else None
-    options.setValue(key, args.lmvm_history)
     try:
-        tao.setFromOptions()
-        tao.setUp()
+        result = find_map(objective, setup.initial.x.petsc_vec, "lmvm", gatol=args.gatol, gttol=args.gttol,
+                          max_it=args.max_it, max_evaluations=20 * args.max_it + 20, lmvm_history=args.lmvm_history,
+                          checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                          resume=resume if resume is not None else False, config=fingerprint(args), monitor=monitor)
     finally:
-        options.delValue(key)
-        if had:
-            options.setValue(key, old)
-    start = time.perf_counter()
-    if args.max_it - start_iteration > 0:
-        tao.solve()
-        state["reason"] = reason_name(tao.getConvergedReason())
-    else:
-        state["reason"] = "already at --max-it"
-    seconds = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
-    x.copy(estimate.x.petsc_vec)
+        objective.destroy()
+    result.point.copy(estimate.x.petsc_vec)
     estimate.x.scatter_forward()
-    if args.checkpoint:
-        save_checkpoint()
-    reason = state["reason"]
-    for obj in (tao, x, G):
-        obj.destroy()
-    return {"estimate": estimate, "history": {k: np.asarray(v) for k, v in history.items()}, "reason": reason,
-            "seconds": seconds, "evaluations": count[0], "resumed_at": start_iteration if resume is not None else None}
+    result.point.destroy()
+    return {"estimate": estimate, "history": {k: result.history[k] for k in HISTORY_KEYS}, "reason": result.reason,
+            "seconds": result.seconds, "evaluations": result.evaluations, "resumed_at": result.resumed_at,
+            "finished_before_resume": result.finished_before_resume}
 # -
 
 # ## Plots and files
@@ -614,11 +583,12 @@ def plot(comm: MPI.Comm, path: Path, setup: Setup, result: dict, samples: dict, 
     fields = [gather.values(f) for f in (setup.truth, aligned, diff, samples["rhobar_function"])]
     fig = None
     if comm.rank == 0:
-        from matplotlib.tri import Triangulation
+        from matplotlib.tri import Triangulation  # here: slow to import
 
         xy = gather.xy
         tri = Triangulation(xy[..., 0].ravel(), xy[..., 1].ravel(), np.arange(xy.shape[0] * 3).reshape(-1, 3))
-        fig, axes = plt.subplots(2, 3, figsize=(14, 8.6))
+        fig = new_figure(figsize=(14, 8.6))
+        axes = fig.subplots(2, 3)
         vmin, vmax = float(fields[0].min()), float(fields[0].max())
         dmax = float(np.abs(fields[2]).max()) or 1.0
         h = result["history"]
@@ -658,9 +628,7 @@ def plot(comm: MPI.Comm, path: Path, setup: Setup, result: dict, samples: dict, 
         fig.suptitle(f"Double-well potential from noisy densities: {len(setup.steps)} times × "
                      f"{len(setup.sensor_points)} sensors, noise {args.noise:g}, β = {args.beta:g}", fontsize=10)
         fig.tight_layout()
-    else:
-        fig = plt.figure()
-    save_figure(comm, fig, path, dpi=110)
+    save_figure(comm, fig, path, dpi=110)  # rank 0 draws and writes; the others pass None
 
 
 def sample_fields(setup: Setup, result: dict, data: dict, shifts: tuple[float, float],
@@ -698,10 +666,20 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
     comm = MPI.COMM_WORLD if comm is None else comm
     args = parse_args(argv, comm)
     t_start = time.perf_counter()
-    resume = read_checkpoint(comm, args) if args.resume else None
-    out = prepare_output_dir(comm, args.output)
+    # Every path and the checkpoint are checked before any work, creating nothing until all
+    # of them are known to be good; then the directories are created and the temporaries a
+    # killed run left in them are removed.
     if args.checkpoint:
-        prepare_output_dir(comm, Path(args.checkpoint).parent)
+        check_output_file(comm, args.checkpoint, what="--checkpoint", create=False)
+    prepare_output_dir(comm, args.output, what="--output", files=OUTPUT_FILES, create=False)
+    resume = read_checkpoint(comm, args) if args.resume else None
+    done = finished(resume, args) if resume is not None else None
+    if done is not None:
+        rank0_print(comm, f"{NAME}: nothing to do: the checkpoint {args.checkpoint} holds a finished run ({done}); "
+                          f"writing its results again (start without --resume to run anew)")
+    out = prepare_output_dir(comm, args.output, what="--output", files=OUTPUT_FILES)
+    if args.checkpoint:
+        check_output_file(comm, args.checkpoint, what="--checkpoint")
     setup = build(comm, args)
     ndofs = setup.S.dofmap.index_map.size_global
     rank0_print(comm, f"{NAME}: [-{args.half_width:g}, {args.half_width:g}]² with {args.n} x {args.n} cells, "
@@ -731,8 +709,8 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
                       f"{check['cosine_to_direction']:.2e} for the bump (0 for the semi-discrete model; "
                       f"Crank–Nicolson phase errors)")
     rank0_print(comm, f"  misfit of the truth {misfit_at_truth:.1f} for {ndata} data (noise level: about {ndata / 2:g})")
-    if resume is not None:
-        rank0_print(comm, f"  resuming from {args.checkpoint} at iteration {len(resume['history']['objective']) - 1}")
+    if resume is not None and done is None:
+        rank0_print(comm, f"  resuming from {args.checkpoint} at iteration {resume.iterations}")
     result = optimize(F, setup, errors, args, resume)
     h = result["history"]
     print_table(comm, h)
@@ -747,7 +725,7 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
         "noise": args.noise, "sigma_densities": data["sigma"], "sigma_probabilities": data["sigma_probabilities"],
         "alpha": args.alpha, "beta": args.beta, "initial": args.initial, "solver": args.solver,
         "iterations": len(h["objective"]) - 1, "evaluations": result["evaluations"], "reason": result["reason"],
-        "resumed_at": result["resumed_at"],
+        "resumed_at": result["resumed_at"], "finished_before_resume": result["finished_before_resume"],
         "objective_history": h["objective"].tolist(), "misfit_history": h["misfit"].tolist(),
         "gradient_norm_history": h["gradient_norm"].tolist(), "rel_error_history": h["rel_error"].tolist(),
         "weighted_error_history": h["weighted_error"].tolist(),
@@ -781,7 +759,7 @@ def main(argv=None, comm: MPI.Comm | None = None) -> dict:
     }
     write_h5(comm, out / f"{NAME}.h5", h5, attrs={
         "demo": NAME, "n": args.n, "dt": args.dt, "steps": args.steps, "noise": args.noise, "alpha": args.alpha,
-        "beta": args.beta, "initial": args.initial, "nprocs": comm.size})
+        "beta": args.beta, "initial": args.initial, "nprocs": comm.size, "sensitivity_version": sensitivity.__version__})
     run_on_root(comm, lambda: atomic_write(out / f"{NAME}.json",
                                            lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1))))
     rank0_print(comm, f"  {summary['iterations']} iterations ({result['reason']}), {result['evaluations']} "
