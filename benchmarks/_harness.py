@@ -135,10 +135,13 @@ def print_targets(report: Mapping, width: int = 38) -> None:
         print(f"  {key:<{width}} {report[key]:>10.3g} {'<= ' + format(target, 'g'):>10}  {report['passed'][key]}")
 
 
-def finish_report(report: dict, targets: Mapping[str, float], start: float, path, print_report) -> int:
-    """Mark each target passed or not, add the runtime since ``start``, print with ``print_report``
-    and write the JSON atomically to ``path``; returns the exit code 0."""
+def finish_report(report: dict, targets: Mapping[str, float], start: float, path, print_report,
+                  checks: Mapping[str, bool] | None = None) -> int:
+    """Mark each target (an upper bound) passed or not, and each of ``checks`` (other targets, already
+    decided), add the runtime since ``start``, print with ``print_report`` and write the JSON
+    atomically to ``path``; returns the exit code 0."""
     report["passed"] = {key: bool(report[key] <= target) for key, target in targets.items()}
+    report["passed"].update({key: bool(value) for key, value in (checks or {}).items()})
     report["runtime_seconds"] = time.perf_counter() - start
     report = plain(report)
     print_report(report)

@@ -191,3 +191,38 @@ def test_schrodinger_benchmark_quick_under_mpirun(tmp_path):
     assert text.count("wrote ") == 1 and text.count("norm_drift") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["schr2.json"]
     _check_schrodinger_report(json.loads(out.read_text()), nprocs=2)
+
+
+SAMPLING_BENCHMARK = mpi_harness.ROOT / "benchmarks" / "sampling.py"
+SAMPLERS = {"dense:pCN", "dense:MALA", "dense:infinite HMC", "dense:HMC", "pde:pCN", "pde:MALA", "pde:HMC"}
+
+
+@serial_only
+@pytest.mark.slow
+def test_sampling_benchmark_quick(tmp_path):
+    out = tmp_path / "sampling.json"
+    result = mpi_harness.run([sys.executable, str(SAMPLING_BENCHMARK), "--quick", "--json", str(out)], timeout=600)
+    text = mpi_harness.check(result)
+    assert "max_mean_error_in_mcse" in text and "resume_identical" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sampling.json"]
+    report = json.loads(out.read_text())
+    assert all(math.isfinite(x) for x in _numbers(report))
+    assert set(report["samplers"]) == SAMPLERS
+    # fixed seeds: the statistics are deterministic, and a sampler with a wrong target would fail them
+    assert report["max_mean_error_in_mcse"] == max(r["max_mean_error_in_mcse"] for r in report["samplers"].values())
+    assert report["max_mean_error_in_mcse"] <= 4.0 and report["passed"]["max_mean_error_in_mcse"] is True
+    assert report["max_variance_error_in_mcse"] <= 4.0
+    assert report["laplace_rel_err"] <= 1e-8
+    assert 0.6 <= report["hmc_acceptance"] <= 0.9 and report["passed"]["hmc_acceptance"] is True
+    assert report["resume_identical"] is True and report["passed"]["resume_identical"] is True
+    resume = report["resume"]
+    assert 0 < resume["killed_after_iterations"] < resume["iterations"]  # killed mid-run, not after it
+    assert set(report["ess_per_gradient"]) == {"pCN", "MALA", "HMC"}
+    assert all(v > 0 for v in report["ess_per_gradient"].values())
+    growth = report["map"]
+    assert growth["advection"]["sizes"] == [4, 8, 16] and len(growth["advection"]["iterations"]) == 3
+    # the prior preconditioner keeps the linear problem's CG iterations flat; without it they grow with the mesh
+    assert growth["linear"]["iterations"][-1] <= 1.2 * growth["linear"]["iterations"][0]
+    unpreconditioned = growth["linear_unpreconditioned"]["krylov_iterations"]
+    assert unpreconditioned[-1] > 2 * unpreconditioned[0]
+    assert {"max_mean_error_in_mcse", "laplace_rel_err", "map_iterations_growth"} == set(report["targets"])
