@@ -101,7 +101,7 @@ def spectral_statistics(Q: ArrayLike) -> dict[str, float]:
     Returns
     -------
     dict
-        Keys :data:`STATISTICS`: ``e_m``, ``e_M`` (least/largest nonzero |eigenvalue|),
+        Keys :data:`STATISTICS`: ``e_m``, ``e_M`` (least/largest nonzero ``|eigenvalue|``),
         ``sigma_m``, ``sigma_M`` (least nonzero/largest singular value),
         ``eigvec_cond_F`` (:math:`\\|M\\|_F\\|M^{-1}\\|_F`), ``bound_3_1``, ``bound_3_2``
         (for :math:`J = e_0e_1^T`), and ``value_F``, ``value_2``

@@ -241,6 +241,8 @@ class ToyQuantumModel(PotentialFamily):
     norm_tol : float
         Tolerance of :math:`|\|x_0\| - 1|`.
 
+    Notes
+    -----
     Every array argument must be finite; a bad one raises
     :class:`~sensitivity.errors.InvalidArgumentError` naming it.
 

@@ -313,5 +313,5 @@ def group_inverse(Q: ArrayLike) -> np.ndarray:
 
 
 def spectral_gap(Q: ArrayLike) -> float:
-    """κ = min{|Re λ| : λ ≠ 0} of a rate matrix in 𝒟."""
+    """``κ = min{|Re λ| : λ ≠ 0}`` of a rate matrix in 𝒟."""
     return RateMatrix(Q).spectral_gap
