@@ -16,6 +16,7 @@ from __future__ import annotations
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.estimation import GaussianPrior, LinearMisfit, Posterior, dense_operator, exact_posterior, find_map
 from sensitivity.estimation.laplace import (
+    LaplaceForce,
     LaplaceApproximation,
     NotPositiveDefiniteError,
     laplace_rel_err,
@@ -207,3 +208,23 @@ def test_bad_arguments_are_named(comm, make, pattern):
     posterior, _, _ = _dense_problem(comm)
     with pytest.raises(InvalidArgumentError, match=pattern):
         make(posterior, np.zeros(15))
+
+
+def test_the_laplace_force_of_full_rank_is_the_exact_derivative_of_a_linear_misfit():
+    """On a linear-Gaussian problem the quadratic model is the misfit itself once the rank covers the spectrum;
+    with a smaller rank it misses the rest of the Hessian (the samplers' tests show it still gives the exact
+    target)."""
+    posterior, misfit, prior = point_observation_problem(MPI.COMM_SELF, 6, sensors=2)
+    space = posterior.space
+    result = find_map(posterior, space.zeros(), "nls", gttol=1e-12)
+    q = space.from_array(np.random.default_rng(3).standard_normal(space.size))
+    exact = space.to_array(misfit.value_and_derivative(q)[1])
+    errors = {}
+    for rank in (misfit.data.size, 2):
+        force = LaplaceForce(LaplaceApproximation(posterior, result, rank=rank))
+        errors[rank] = np.linalg.norm(space.to_array(force.derivative(q)) - exact) / np.linalg.norm(exact)
+        force.destroy()
+    assert force.name == "Laplace"
+    assert errors[misfit.data.size] < 1e-9 and errors[2] > 1e-3, errors
+    with pytest.raises(InvalidArgumentError, match="laplace must be a LaplaceApproximation, got Posterior"):
+        LaplaceForce(posterior)

@@ -21,8 +21,8 @@ from mpi4py import MPI
 
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.estimation import (HMC, PCN, BiLaplacianPrior, DualAveraging, Force, FunctionVectors, GaussianPrior,
-                                    InfiniteHMC, InfiniteMALA, LinearMisfit, MomentCheck, Posterior, sample,
-                                    summarize)
+                                    InfiniteHMC, InfiniteMALA, LaplaceApproximation, LaplaceForce, LinearMisfit, MomentCheck,
+                                    Posterior, find_map, sample, summarize)
 from sensitivity.estimation.samplers import State, evaluate
 from sensitivity.fem import ControlSpace, PointSensors
 from sensitivity.parallel import run_on_root
@@ -92,6 +92,13 @@ def pde(comm, n=6):
     return Posterior(misfit, BiLaplacianPrior(space, gamma=0.1, delta=1.0, robin=True))
 
 
+def pde_with_laplace_force(comm, rank=2):
+    """The PDE problem driven by the Laplace model's force of rank 2 < 5 observations: a wrong force."""
+    posterior = pde(comm)
+    laplace = LaplaceApproximation(posterior, find_map(posterior, posterior.space.zeros(), "nls"), rank=rank)
+    return Posterior(posterior.misfit, posterior.prior, LaplaceForce(laplace))
+
+
 def _functionals(posterior):
     """Rows of linear functionals (``to_array`` order): the coordinates (dense) or the five sensor readings and
     two dofs (PDE)."""
@@ -140,6 +147,7 @@ def test_dense_moments_are_within_mcse_of_the_exact_posterior(label):
 
 PDE_RUNS = {
     "pCN": (PCN(), dict(num_draws=2500)),
+    "infinite HMC, Laplace force of rank 2": (InfiniteHMC(3), dict(num_draws=600, target_accept=0.65)),
     "infinite MALA": (InfiniteMALA(), dict(num_draws=1500)),
     "infinite HMC": (InfiniteHMC(3), dict(num_draws=600, target_accept=0.65)),
 }
@@ -149,7 +157,8 @@ PDE_RUNS = {
 @pytest.mark.parametrize("label", list(PDE_RUNS))
 def test_pde_moments_are_within_mcse_of_the_exact_posterior(label):
     kernel, options = PDE_RUNS[label]
-    _within_mcse(pde, kernel, num_warmup=200, num_chains=2, seed=5, **options)
+    build = pde_with_laplace_force if "Laplace" in label else pde
+    _within_mcse(build, kernel, num_warmup=200, num_chains=2, seed=5, **options)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from sensitivity.estimation.diagnostics import (ChainSummary, posterior_fields, 
                                                 write_netcdf, write_posterior_fields)
 from sensitivity.estimation.laplace import (
     LaplaceApproximation,
+    LaplaceForce,
     NotPositiveDefiniteError,
     generalized_eigh,
     laplace_rel_err,
@@ -56,6 +57,7 @@ __all__ = [
     "InfiniteMALA",
     "Kernel",
     "LaplaceApproximation",
+    "LaplaceForce",
     "LinearMisfit",
     "MAPCheckpoint",
     "MAPResult",

@@ -55,7 +55,7 @@ from typing import Any
 
 from sensitivity.errors import InvalidArgumentError, SensitivityError
 from sensitivity.estimation.linear import LinearMisfit, dense_operator, exact_posterior
-from sensitivity.estimation.posterior import Misfit, Posterior
+from sensitivity.estimation.posterior import Force, Misfit, Posterior
 from sensitivity.estimation.prior import Prior
 from sensitivity.estimation.vectors import ArraySpace, FunctionVectors, ParameterSpace
 from sensitivity.validation import integer, same_on_all_ranks
@@ -65,6 +65,7 @@ from mpi4py import MPI
 
 __all__ = [
     "LaplaceApproximation",
+    "LaplaceForce",
     "NotPositiveDefiniteError",
     "generalized_eigh",
     "laplace_rel_err",
@@ -373,6 +374,52 @@ class LaplaceApproximation:
             self.space.destroy(self._prior_variance)
             self._prior_variance = None
         self.eigenvectors, self._BV = [], []
+
+
+class LaplaceForce(Force):
+    r"""The force of the Laplace approximation's quadratic model of the misfit (docs/theory.md §4.4).
+
+    .. math::
+
+        	ilde F(q) = \partial\Phi(q_{
+m MAP}) + H_r(q - q_{
+m MAP}),\qquad
+        H_r = \mathcal C^{-1}V\Lambda V^T\mathcal C^{-1},
+
+    the derivative of :math:`\Phi(q_{
+m MAP}) + \langle\partial\Phi(q_{
+m MAP}), q - q_{
+m MAP}
+angle
+    + 	frac12\|q - q_{
+m MAP}\|^2_{H_r}` with the low-rank misfit Hessian of
+    :class:`LaplaceApproximation` (:meth:`~LaplaceApproximation.misfit_hessian_action`). No PDE solve inside a
+    trajectory: ``rank`` inner products and vector updates per leapfrog step; the exact :math:`\Phi` is
+    evaluated once per trajectory, by the accept step, so the target stays exact. ``laplace`` is used, not
+    copied: keep it alive (and undestroyed) while the force is in use.
+
+    Parameters
+    ----------
+    laplace : LaplaceApproximation
+        At the MAP point (collective: one exact misfit derivative there, computed once).
+    """
+
+    name = "Laplace"
+
+    def __init__(self, laplace: LaplaceApproximation):
+        if not isinstance(laplace, LaplaceApproximation):
+            raise InvalidArgumentError(f"laplace must be a LaplaceApproximation, got {type(laplace).__name__}")
+        self.laplace, self.space = laplace, laplace.space
+        self.slope = laplace.posterior.misfit.value_and_derivative(laplace.map_point)[1]
+
+    def derivative(self, q):
+        step = self.space.axpy(-1.0, self.laplace.map_point, self.space.copy(q))
+        out = self.laplace.misfit_hessian_action(step)
+        self.space.destroy(step)
+        return self.space.axpy(1.0, self.slope, out)
+
+    def destroy(self) -> None:
+        self.space.destroy(self.slope)
 
 
 # --------------------------------------------------------------------------- checks against the exact posterior
