@@ -1,0 +1,14 @@
+"""Estimation runs from TOML run files: ``mpirun -n P sensitivity-estimate RUN.toml [--resume]``.
+
+- :mod:`~sensitivity.estimation.runs.config`: the run file's schema, defaults and checks, and the registry of
+  problem kinds (:func:`register_problem`);
+- :mod:`~sensitivity.estimation.runs.rate_matrix`: ``problem.kind = "rate_matrix"``;
+- :mod:`~sensitivity.estimation.runs.cli`: the console entry point (:func:`main`) and :func:`run`.
+"""
+
+from sensitivity.estimation.runs.cli import main, run
+from sensitivity.estimation.runs.config import PROBLEMS, Problem, RunConfig, load_config, parse_config, register_problem
+from sensitivity.estimation.runs.rate_matrix import RateMatrixProblem
+
+__all__ = ["PROBLEMS", "Problem", "RateMatrixProblem", "RunConfig", "load_config", "main", "parse_config",
+           "register_problem", "run"]
