@@ -227,6 +227,27 @@ def test_interrupted_run_resumes_to_the_same_point(comm, tmp_path_factory, metho
     prior.destroy()
 
 
+def test_a_mid_run_checkpoint_resumes_as_one_of_a_run_stopped_there(tmp_path):
+    """lmvm with a rescaled initial Hessian: the checkpoint written during the run at iteration k (a run killed
+    after it) and the one a run stopped at k writes both hold that step's scale, so both resume identically."""
+    posterior, _, prior = point_observation_problem(MPI.COMM_SELF, 6, petsc_options=REDUNDANT_LU)
+    space = posterior.space
+    options = dict(gttol=1e-14, gatol=0.0, grtol=0.0, lmvm_scaling=True, checkpoint_every=1)
+    stopped, killed = tmp_path / "stopped.h5", tmp_path / "killed.h5"
+    counting = Counting(posterior)
+    find_map(counting, space.zeros(), "lmvm", max_it=4, checkpoint=stopped, **options)
+    with pytest.raises(KeyError, match="interrupted"):  # dies in iteration 5: the checkpoint holds 4
+        find_map(Counting(posterior, fail_at=counting.calls + 1), space.zeros(), "lmvm", max_it=8,
+                 checkpoint=killed, **options)
+    assert MAPCheckpoint.read(killed, MPI.COMM_SELF).iterations == 4
+    a, b = (find_map(posterior, space.zeros(), "lmvm", max_it=8, checkpoint=ck, resume=True, **options)
+            for ck in (stopped, killed))
+    assert a.resumed_at == b.resumed_at == 4 and a.iterations == b.iterations == 8
+    np.testing.assert_array_equal(a.history["objective"], b.history["objective"])
+    np.testing.assert_array_equal(space.to_array(a.point), space.to_array(b.point))
+    prior.destroy()
+
+
 @pytest.mark.mpi
 def test_checkpoint_resumes_on_another_number_of_ranks(comm, tmp_path_factory):
     """Written on every rank of ``comm`` at iteration 4 of lmvm, resumed serially: the same point."""

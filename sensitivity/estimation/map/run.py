@@ -216,12 +216,12 @@ class MAPRun(MAPRecord):
                 if self.method == "lmvm" and int(its) == 0:
                     self.lmvm_update(tao, 0, float(gnorm))
                 return
+            if self.method == "lmvm":  # first: a checkpoint written by record holds the scale of this step
+                self.lmvm_update(tao, int(its), float(gnorm))
             q = self.vectors.to_param(tao.getSolution())
             dnorm = float(tao.getGradient()[0].norm())
             self.record(k, q, float(f), float(gnorm), float(step), dnorm)
             self.space.destroy(q)
-            if self.method == "lmvm":
-                self.lmvm_update(tao, int(its), float(gnorm))
             if k % GARBAGE_EVERY == 0:  # at the same iterations on every rank
                 collect_garbage(self.space.comm)
 
