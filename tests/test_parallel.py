@@ -12,6 +12,7 @@ running the whole suite accumulated some two thousand such communicators and hit
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -35,7 +36,8 @@ BATCHES = {
 
 def _mpi_files() -> list[str]:
     tests = mpi_harness.ROOT / "tests"
-    return sorted(p.name for p in tests.glob("test_*.py") if "pytest.mark.mpi" in p.read_text())
+    marked = re.compile(r"^\s*(@pytest\.mark\.mpi\b|pytestmark\b.*\bpytest\.mark\.mpi\b)", re.MULTILINE)
+    return sorted(p.name for p in tests.glob("test_*.py") if marked.search(p.read_text()))
 
 
 def _batches() -> dict[str, list[str]]:
