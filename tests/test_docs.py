@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 import subprocess
 
-import pytest
-
 from tests.mpi_harness import ROOT
 
 
@@ -49,23 +47,3 @@ def test_nothing_refers_outside_the_repository():
         if "../shared" in path.read_text(errors="ignore"):
             offenders.append(name)
     assert not offenders, offenders
-
-
-def _readme_block(title: str) -> str:
-    """The first ``python`` code block after the README heading ``title``."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index(f"## {title}\n"):]
-    return section[section.index("```python\n") + len("```python\n"):].split("```", 1)[0]
-
-
-@pytest.mark.slow
-def test_the_readme_estimation_example_runs(tmp_path, monkeypatch):
-    """The README's estimation block, as it stands (MAP, Laplace, two chains on disk, ArviZ summary)."""
-    code = _readme_block("Estimating a field: MAP, Laplace, MCMC")
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["result"].reason.startswith("CONVERGED")
-    assert len(namespace["laplace"].eigenvalues) == 3
-    assert (tmp_path / "output" / "chains").is_dir()
-    assert namespace["summary"].acceptance_rate.shape == (2,)

@@ -12,7 +12,7 @@ module docstring of the demo (reStructuredText), how to run it, the printed outp
 figures of the small run, and its source (``literalinclude``).
 
 The directive ``readme-code`` shows the first ``python`` code block after a heading of the README
-(as ``tests/test_docs.py`` extracts it to run it), so the guide shows the code that is tested.
+(as ``tests/test_readme.py`` extracts it to run it), so the guide shows the code that is tested.
 """
 
 from __future__ import annotations
