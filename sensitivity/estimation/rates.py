@@ -255,9 +255,9 @@ class MultinomialRateMisfit(Misfit):
         f = self.forward(theta)
         if not f.differentiable:
             return f.value, np.full(self.space.size, np.nan)
-        return f.value, _chain_rule(f.Q, self._matrix_derivative(f))
+        return f.value, _chain_rule(f.Q, self.exact_matrix_derivative(f))
 
-    def _matrix_derivative(self, f: _Forward) -> np.ndarray:
+    def exact_matrix_derivative(self, f: _Forward) -> np.ndarray:
         r""":math:`\partial\Phi/\partial Q = \sum_kt_kL(t_kQ^T, G_k)` (4.5b; ``expm_gradient`` has the :math:`t_k`)."""
         return sum(expm_gradient(f.Q, f.G[k], float(t), method=self.method) for k, t in enumerate(self.times))
 
@@ -322,7 +322,7 @@ class RateForce(Force):
             return f, np.full((self.misfit.d, self.misfit.d), np.nan)
         t = self.misfit.times
         if self.name == "exact":
-            DQ = self.misfit._matrix_derivative(f)
+            DQ = self.misfit.exact_matrix_derivative(f)
         elif self.name == "first order":
             DQ = np.einsum("k,kji,kjl->il", t, f.X, f.G)
         else:
