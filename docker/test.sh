@@ -9,7 +9,7 @@
 #      index when it has its own, through build arguments that are empty by default);
 #   4. in the container: the main demo (the image's default command, mpirun -n 2) writing to a bind
 #      mount, its outputs checked on the host (HDF5 opens, PNGs are PNGs); one estimation run,
-#      small; a short test selection.
+#      small (`sensitivity-estimate` on runs/rate_matrix.toml with fewer draws); a short test selection.
 # Prints the image size and the time of every step. Environment:
 #   SENSITIVITY_ENGINE=docker|podman  use this engine
 #   SENSITIVITY_IMAGE=NAME            tag of the image (default: sensitivity)
@@ -306,16 +306,18 @@ check_main_demo() {
         fields.bp velocity.bp
 }
 
-# One estimation run, small. The estimation entry point (`sensitivity-estimate RUN.toml`) does not
-# exist yet; until it does, the small configuration of the estimation demo stands in for it, and
-# switching means changing the command and the checked files here.
+# One estimation run, small: the example run file runs/rate_matrix.toml with fewer draws, written
+# into the mounted output directory, run by the entry point `sensitivity-estimate` on two ranks.
 run_estimation_small() {
+    sed -e 's/^num_warmup = .*/num_warmup = 100/' -e 's/^num_draws = .*/num_draws = 100/' \
+        -e 's|^directory = .*|directory = "output/rate_matrix"|' runs/rate_matrix.toml >"$work/output/rate_matrix_small.toml"
+    grep -q '^num_draws = 100$' "$work/output/rate_matrix_small.toml" || die "could not shorten runs/rate_matrix.toml"
     run_in_container "$work/estimation.log" \
-        mpirun -n 2 python demos/potential_estimation.py --small --output output/potential_estimation
+        mpirun -n 2 sensitivity-estimate output/rate_matrix_small.toml
 }
 
 check_estimation_small() {
-    check_outputs potential_estimation potential_estimation.h5 potential_estimation.json potential_estimation.png
+    check_outputs rate_matrix summary.json posterior.nc trace.png chains config.json
 }
 
 run_test_selection() {
