@@ -129,7 +129,7 @@ def test_bad_input_names_the_value(comm, advection_functional):
     sensors = F.misfits[0].observation
     with pytest.raises(InvalidArgumentError, match=r"observation time 0.03 is not a multiple of dt = 0.02"):
         steps_at([0.04, 0.03], 0.02, 10)
-    with pytest.raises(InvalidArgumentError, match="data must be a finite array of shape \\(2, 3\\)"):
+    with pytest.raises(InvalidArgumentError, match="data must have shape \\(2, 3\\), got \\(2, 4\\)"):
         ObservationMisfit(sensors, [1, 2], np.zeros((2, 4)))
     with pytest.raises(InvalidArgumentError, match="noise must be positive"):
         ObservationMisfit(sensors, [1, 2], np.zeros((2, 3)), noise=0.0)

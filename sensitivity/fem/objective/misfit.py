@@ -109,9 +109,7 @@ class ObservationMisfit(Misfit):
         super().__init__(steps)
         self.observation = observation
         m = observation.num_sensors
-        d = np.asarray(data, dtype=float)
-        if d.shape != (len(self.steps), m) or not np.all(np.isfinite(d)):
-            raise InvalidArgumentError(f"data must be a finite array of shape ({len(self.steps)}, {m}), got {d.shape}")
+        d = finite_array(data, "data", shape=(len(self.steps), m))
         sigma = _noise(noise, d.shape)
         comm = getattr(observation, "comm", None)
         if comm is not None:  # every rank evaluates the whole misfit: the numbers must agree
