@@ -130,9 +130,13 @@ def run_sampler(problem: str, label: str, quick: bool) -> dict:
 RESUME = dict(num_warmup=50, num_draws=450, num_chains=2, seed=3, chunk_size=10, thin=3)
 
 
-def resume_child(directory: str) -> None:
+def resume_options(quick: bool) -> dict:
+    return dict(RESUME, num_draws=150) if quick else dict(RESUME)
+
+
+def resume_child(directory: str, quick: bool) -> None:
     """The run that the benchmark kills (``--resume-child DIR``)."""
-    sample(pde_problem, InfiniteHMC(3), output=directory, comm=MPI.COMM_SELF, **RESUME)
+    sample(pde_problem, InfiniteHMC(3), output=directory, comm=MPI.COMM_SELF, **resume_options(quick))
 
 
 def same_chains(a, b) -> bool:
@@ -143,10 +147,11 @@ def same_chains(a, b) -> bool:
     return bool(stats and summaries and np.array_equal(a.stored, b.stored) and np.array_equal(a.control, b.control))
 
 
-def kill_and_resume() -> dict:
+def kill_and_resume(quick: bool) -> dict:
+    options = resume_options(quick)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        child = subprocess.Popen([sys.executable, __file__, "--resume-child", str(out)],
+        child = subprocess.Popen([sys.executable, __file__, "--resume-child", str(out), *(["--quick"] * quick)],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300.0
         while not (out / "chain-001" / "chunk-000002.h5").exists():  # chain 0 done, chain 1 under way
@@ -159,9 +164,9 @@ def kill_and_resume() -> dict:
         child.send_signal(signal.SIGKILL)
         child.wait()
         killed_at = int(read_chains(out).stats["lp"].shape[1])
-        total = RESUME["num_warmup"] + RESUME["num_draws"]
-        resumed = sample(pde_problem, InfiniteHMC(3), output=out, resume=True, comm=MPI.COMM_SELF, **RESUME)
-        reference = sample(pde_problem, InfiniteHMC(3), comm=MPI.COMM_SELF, **RESUME)
+        total = options["num_warmup"] + options["num_draws"]
+        resumed = sample(pde_problem, InfiniteHMC(3), output=out, resume=True, comm=MPI.COMM_SELF, **options)
+        reference = sample(pde_problem, InfiniteHMC(3), comm=MPI.COMM_SELF, **options)
         return {"killed_after_iterations": killed_at, "iterations": total, "signal": "SIGKILL",
                 "resume_identical": bool(killed_at < total and same_chains(resumed, reference)
                                          and same_chains(read_chains(out), resumed))}
@@ -196,11 +201,11 @@ def print_report(report: dict) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write the report to this file")
-    parser.add_argument("--quick", action="store_true", help="half the draws and meshes 4, 8, 16 (for the tests)")
+    parser.add_argument("--quick", action="store_true", help="half the draws, a shorter killed run, meshes 4, 8, 16 (for the tests)")
     parser.add_argument("--resume-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.resume_child:
-        resume_child(args.resume_child)
+        resume_child(args.resume_child, args.quick)
         return 0
     if args.json is None:
         parser.error("--json PATH is required")
@@ -213,7 +218,7 @@ def main() -> int:
     growth = {"advection": map_iterations_growth("advection", sizes, comm=comm),
               "linear": map_iterations_growth("linear", sizes, comm=comm),
               "linear_unpreconditioned": map_iterations_growth("linear", sizes, comm=comm, precondition=False)}
-    resume = kill_and_resume()
+    resume = kill_and_resume(args.quick)
     hmc = samplers["dense:HMC"]["acceptance"]
     report = {
         "max_mean_error_in_mcse": max(r["max_mean_error_in_mcse"] for r in samplers.values()),

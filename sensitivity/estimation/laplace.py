@@ -381,18 +381,11 @@ class LaplaceForce(Force):
 
     .. math::
 
-        	ilde F(q) = \partial\Phi(q_{
-m MAP}) + H_r(q - q_{
-m MAP}),\qquad
+        \tilde F(q) = \partial\Phi(q_{\rm MAP}) + H_r(q - q_{\rm MAP}),\qquad
         H_r = \mathcal C^{-1}V\Lambda V^T\mathcal C^{-1},
 
-    the derivative of :math:`\Phi(q_{
-m MAP}) + \langle\partial\Phi(q_{
-m MAP}), q - q_{
-m MAP}
-angle
-    + 	frac12\|q - q_{
-m MAP}\|^2_{H_r}` with the low-rank misfit Hessian of
+    the derivative of :math:`\Phi(q_{\rm MAP}) + \langle\partial\Phi(q_{\rm MAP}), q - q_{\rm MAP}\rangle
+    + \tfrac12\|q - q_{\rm MAP}\|^2_{H_r}` with the low-rank misfit Hessian of
     :class:`LaplaceApproximation` (:meth:`~LaplaceApproximation.misfit_hessian_action`). No PDE solve inside a
     trajectory: ``rank`` inner products and vector updates per leapfrog step; the exact :math:`\Phi` is
     evaluated once per trajectory, by the accept step, so the target stays exact. ``laplace`` is used, not
