@@ -22,8 +22,8 @@ from tests import mpi_harness
 
 serial_only = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches mpirun itself")
 
-#: Files run together in one mpirun (the heavy finite-element files run alone); any other file with
-#: tests marked ``mpi`` gets a batch of its own.
+#: Files run together in one mpirun (the heavy finite-element files three at a time); any other file
+#: with tests marked ``mpi`` gets a batch of its own.
 BATCHES = {
     "light": ["test_bad_input.py", "test_collective_destruction.py", "test_dense_ensembles.py",
               "test_io_parallel.py", "test_meshes.py", "test_verification.py", "test_fem_observation.py",
@@ -31,6 +31,8 @@ BATCHES = {
     "estimation": ["test_estimation_prior.py", "test_estimation_map.py", "test_estimation_laplace.py",
                    "test_estimation_samplers.py", "test_estimation_chains.py", "test_estimation_diagnostics.py",
                    "test_estimation_rates.py"],
+    "fem derivatives": ["test_fem_adjoint.py", "test_fem_tangent.py", "test_fem_surrogates.py"],
+    "fem spaces": ["test_fem_p2_meshes.py", "test_fem_schrodinger.py", "test_fem_secular.py"],
 }
 
 
