@@ -22,6 +22,7 @@ from sensitivity.estimation.laplace import (
     laplace_rel_err,
     laplace_relative_error,
 )
+from sensitivity.estimation.problems import dense_linear_problem
 from sensitivity.estimation.map import REDUNDANT_LU, point_observation_problem
 
 import numpy as np
@@ -31,12 +32,7 @@ from mpi4py import MPI
 
 
 def _dense_problem(comm, n=15, m=6, seed=0):
-    rng = np.random.default_rng(seed)
-    G = rng.standard_normal((m, n))
-    misfit = LinearMisfit.from_matrix(G, rng.standard_normal(m), 0.05, comm=comm)
-    A = rng.standard_normal((n, n))
-    prior = GaussianPrior(misfit.space, mean=rng.standard_normal(n), covariance=A @ A.T / n + 0.5 * np.eye(n))
-    return Posterior(misfit, prior), misfit, prior
+    return dense_linear_problem(comm, n, m, noise=0.05, jitter=0.5, seed=seed)
 
 
 def _shared_tmp(comm, tmp_path_factory):

@@ -17,8 +17,6 @@ from sensitivity.errors import InvalidArgumentError
 from sensitivity.estimation import (
     ArraySpace,
     FunctionalObjective,
-    GaussianPrior,
-    LinearMisfit,
     MAPCheckpoint,
     Misfit,
     Posterior,
@@ -26,6 +24,7 @@ from sensitivity.estimation import (
     find_map,
     map_iterations_growth,
 )
+from sensitivity.estimation.problems import dense_linear_problem
 from sensitivity.estimation.map import METHODS, REDUNDANT_LU, advection_problem, point_observation_problem
 from sensitivity.fem import ReducedFunctional, Tikhonov
 from sensitivity.io import read_h5
@@ -36,12 +35,7 @@ from mpi4py import MPI
 
 
 def _dense_problem(comm, n=12, m=5, seed=0):
-    rng = np.random.default_rng(seed)
-    G = rng.standard_normal((m, n))
-    misfit = LinearMisfit.from_matrix(G, rng.standard_normal(m), 0.1, comm=comm)
-    A = rng.standard_normal((n, n))
-    prior = GaussianPrior(misfit.space, mean=rng.standard_normal(n), covariance=A @ A.T / n + np.eye(n))
-    return Posterior(misfit, prior), misfit, prior
+    return dense_linear_problem(comm, n, m, seed=seed)
 
 
 def _shared_tmp(comm, tmp_path_factory):

@@ -22,7 +22,8 @@ from sensitivity.validation import integer
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["REDUNDANT_LU", "advection_problem", "map_iterations_growth", "point_observation_problem"]
+__all__ = ["REDUNDANT_LU", "advection_problem", "dense_linear_problem", "map_iterations_growth",
+           "point_observation_problem"]
 
 
 #: A direct solver for small distributed problems: every rank factors the whole matrix (one gather and one
@@ -168,3 +169,25 @@ def map_iterations_growth(problem: str = "advection", sizes: Sequence[int] = (8,
     out["growth"] = out["iterations"][-1] / out["iterations"][0]
     out["krylov_growth"] = out["krylov_iterations"][-1] / max(out["krylov_iterations"][0], 1)
     return out
+
+
+def dense_linear_problem(comm: MPI.Comm | None = None, n: int = 12, m: int = 5, *, noise: float = 0.1,
+                         jitter: float = 1.0, seed: int = 0):
+    r"""A dense linear-Gaussian problem: ``m`` noisy observations :math:`Gq` of ``n`` parameters under a
+    correlated Gaussian prior :math:`N(\bar m, AA^T/n + \text{jitter}\,I)`, :math:`G`, the data, :math:`A` and
+    :math:`\bar m` drawn in that order from ``numpy.random.default_rng(seed)`` (the same on every rank).
+
+    Returns
+    -------
+    (posterior, misfit, prior) : Posterior, LinearMisfit, GaussianPrior
+    """
+    from sensitivity.estimation.linear import LinearMisfit
+    from sensitivity.estimation.prior import GaussianPrior
+
+    rng = np.random.default_rng(seed)
+    G = rng.standard_normal((m, n))
+    misfit = LinearMisfit.from_matrix(G, rng.standard_normal(m), noise, comm=comm)
+    A = rng.standard_normal((n, n))
+    prior = GaussianPrior(misfit.space, mean=rng.standard_normal(n), covariance=A @ A.T / n + jitter * np.eye(n))
+    return Posterior(misfit, prior), misfit, prior
+
