@@ -1,11 +1,13 @@
 """Run files and the ``sensitivity-estimate`` console entry point (sensitivity.estimation.runs).
 
-Checks: the example ``runs/rate_matrix.toml``, shrunk, runs as ``sensitivity-estimate`` serially and under
-``mpirun -n 2`` and writes its chains, ``posterior.nc`` (readable by ArviZ), ``trace.png`` and ``summary.json``
-with no temporaries left; a finished run given ``--resume`` does nothing, another configuration is refused; a
+Checks: each example ``runs/rate_matrix.toml``, ``runs/velocity.toml`` and ``runs/potential.toml``, shrunk, runs
+as ``sensitivity-estimate`` serially and under ``mpirun -n 2`` and writes its chains, ``posterior.nc`` (readable
+by ArviZ), ``trace.png``, ``pairs.png`` and ``summary.json`` (for the PDE problems also ``fields.bp`` and
+``fields.png``) with no temporaries left; a finished run given ``--resume`` does nothing, another configuration is refused; a
 table of bad run-file entries each exits with status 2 and one line ``error: ...`` naming ``section.key`` and
-its value, before anything is written (serially, and two of them under ``mpirun -n 2``); a run killed with
-SIGKILL mid-sampling and resumed gives the chains and the summary of an uninterrupted run.
+its value, before anything is written (serially, and two of them under ``mpirun -n 2``); a run of each example
+killed with SIGKILL mid-sampling (the velocity run under ``mpirun -n 2``) and resumed gives the chains and the
+summary of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -29,50 +31,42 @@ import pytest
 from mpi4py import MPI
 
 from tests import mpi_harness
+from tests.run_files import write_toml
 
 pytestmark = pytest.mark.skipif(MPI.COMM_WORLD.size > 1, reason="launches its own processes")
 
-EXAMPLE = mpi_harness.ROOT / "runs" / "rate_matrix.toml"
+RUNS = mpi_harness.ROOT / "runs"
+EXAMPLE = RUNS / "rate_matrix.toml"
 SCRIPT = Path(sys.executable).parent / "sensitivity-estimate"
 #: Seconds one small run may take (they take a few).
 TIMEOUT = 180.0
 #: The example's sampler, shrunk for the tests.
-SMALL = {"sampler": {"num_warmup": 40, "num_draws": 60, "chunk_size": 20}, "map": {"max_it": 50}}
+SMALL = {"sampler": {"num_warmup": 40, "num_draws": 60, "chunk_size": 20, "num_chains": 2}, "map": {"max_it": 50}}
+#: The PDE examples, shrunk: coarse meshes, few steps, few modes.
+SMALL_PROBLEMS = {
+    "rate_matrix": {},
+    "velocity": {"problem": {"modes": 2, "cells": 6, "steps": 6, "observe_every": 2,
+                             "true_coefficients": [1.0, 0.0, 0.4, 0.0]}, "map": {"starts": 2},
+                 "sampler": {"num_steps": 3}},
+    "potential": {"problem": {"modes": 2, "cells": 6, "dt": 0.1, "steps": 10, "observe_every": 2, "sensors": 3},
+                  "sampler": {"num_steps": 3}},
+}
+#: The number of parameters of each shrunk example.
+PARAMETERS = {"rate_matrix": 12, "velocity": 4, "potential": 6}
 
 
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
-
-
-def write_toml(path: Path, sections: dict) -> Path:
-    """A TOML file of ``{section: {key: value}}`` (the flat tables of run files)."""
-    lines = [f"{name} = {_toml_value(value)}" for name, value in sections.items() if not isinstance(value, dict)]
-    for name, table in sections.items():
-        if not isinstance(table, dict):
-            continue
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def run_file(tmp: Path, name: str = "run", changes: dict | None = None, drop: dict | None = None) -> Path:
-    """The example with the small sampler, its output in ``tmp/<name>-out``, ``changes`` applied, ``drop`` keys
-    removed."""
-    config = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+def run_file(tmp: Path, name: str = "run", changes: dict | None = None, drop: dict | None = None,
+             example: str = "rate_matrix") -> Path:
+    """The example ``runs/<example>.toml`` shrunk (:data:`SMALL`, :data:`SMALL_PROBLEMS`), its output in
+    ``tmp/<name>-out``, ``changes`` applied, ``drop`` keys removed."""
+    config = tomllib.loads((RUNS / f"{example}.toml").read_text(encoding="utf-8"))
     config["output"]["directory"] = str(tmp / f"{name}-out")
-    for section, table in (SMALL | (changes or {})).items():
-        if isinstance(table, dict):
-            config.setdefault(section, {}).update(table)
-        else:  # a malformed file: a value where a section belongs
-            config[section] = table
+    for changed in (SMALL, SMALL_PROBLEMS[example], changes or {}):
+        for section, table in changed.items():
+            if isinstance(table, dict):
+                config.setdefault(section, {}).update(table)
+            else:  # a malformed file: a value where a section belongs
+                config[section] = table
     for section, keys in (drop or {}).items():
         for key in keys:
             config[section].pop(key, None)
@@ -91,28 +85,45 @@ def partials(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if ".partial" in p.name]
 
 
-def check_run(out: Path) -> dict:
+def check_run(out: Path, example: str = "rate_matrix") -> dict:
     """The outputs of a finished run exist and are readable; return the summary."""
     import arviz
 
-    for name in ("config.json", "map.json", "posterior.nc", "trace.png", "summary.json", "chains/chains.h5"):
-        assert (out / name).is_file(), f"missing {out / name}"
-    assert (out / "trace.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    n, draws = PARAMETERS[example], SMALL["sampler"]["num_draws"]
+    names = ["config.json", "map.json", "posterior.nc", "trace.png", "pairs.png", "summary.json", "chains/chains.h5"]
+    if example != "rate_matrix":
+        names += ["fields.png", "fields.bp"]
+    for name in names:
+        assert (out / name).exists(), f"missing {out / name}"
+    for name in ("trace.png", "pairs.png") + (("fields.png",) if example != "rate_matrix" else ()):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert not partials(out), partials(out)
     tree = arviz.from_netcdf(out / "posterior.nc")
     q = tree["posterior"]["q"]
-    assert q.shape == (2, SMALL["sampler"]["num_draws"], 12)
+    assert q.shape == (2, draws, n)
     assert "sample_stats" in tree.children
     summary = json.loads((out / "summary.json").read_text())
     for key in ("acceptance_rate", "ess_bulk", "ess_tail", "rhat", "ess_per_second", "ess_per_gradient", "map"):
         assert key in summary, key
-    assert len(summary["ess_bulk"]) == 12 and all(math.isfinite(x) for x in summary["ess_bulk"])
+    assert len(summary["ess_bulk"]) == n and all(math.isfinite(x) for x in summary["ess_bulk"])
     assert summary["map"]["converged"], summary["map"]
     assert all(0.0 < a <= 1.0 for a in summary["acceptance_rate"])
     chains = read_chains(out / "chains")
-    assert chains.control.shape == (2, SMALL["sampler"]["num_draws"], 12)
+    assert chains.control.shape == (2, draws, n)
     np.testing.assert_array_equal(chains.control, q.values)
+    if example != "rate_matrix":
+        _check_fields(out / "fields.bp", summary)
     return summary
+
+
+def _check_fields(path: Path, summary: dict) -> None:
+    """The VTX file holds the posterior mean and standard deviation, the MAP point and the truth (their names in
+    its metadata)."""
+    assert (path / "md.idx").is_file(), f"no VTX series {path}"
+    metadata = (path / "md.0").read_bytes()
+    for name in ("posterior_mean", "posterior_std", "map", "truth"):
+        assert name.encode() in metadata, name
+    assert summary["laplace"]["rank"] == len(summary["laplace"]["eigenvalues"])
 
 
 # --------------------------------------------------------------------------- the example runs
@@ -120,17 +131,24 @@ def check_run(out: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("nprocs", [1, 2])
-def test_the_example_runs_small(tmp_path, nprocs):
-    toml = run_file(tmp_path)
+@pytest.mark.parametrize("example", list(SMALL_PROBLEMS))
+def test_the_example_runs_small(tmp_path, example, nprocs):
+    toml = run_file(tmp_path, example=example)
     started = time.perf_counter()
     stdout = mpi_harness.check(estimate([str(toml)], nprocs))
-    print(f"{nprocs} rank(s): {time.perf_counter() - started:.1f} s")
+    print(f"{example}, {nprocs} rank(s): {time.perf_counter() - started:.1f} s")
     assert f"{nprocs} rank(s)" in stdout and stdout.count("wrote ") == 1, stdout[-3000:]
-    summary = check_run(tmp_path / "run-out")
+    summary = check_run(tmp_path / "run-out", example)
     assert summary["nprocs"] == nprocs
     resolved = json.loads((tmp_path / "run-out" / "config.json").read_text())["config"]
     assert resolved["sampler"]["num_draws"] == SMALL["sampler"]["num_draws"]
-    assert resolved["laplace"] == {"enabled": False, "rank": None}  # the defaults are written out
+    if example == "rate_matrix":
+        assert resolved["laplace"] == {"enabled": False, "rank": None}  # the defaults are written out
+    if example == "velocity":  # chains_report: which of the mirror modes each chain visits
+        report = summary["chains_report"]
+        assert len(report["fraction_like_reference"]) == 2 and report["folded"]["min_ess_bulk"] > 0, report
+    if nprocs > 1 or example != "rate_matrix":
+        return
     if nprocs > 1:
         return
     # a finished run given --resume does nothing
@@ -196,7 +214,8 @@ BAD_ENTRIES = {
                                        ["problem.true_log_rates has 6 entries"]),
     "pcn step size": ({"sampler": {"kind": "pcn", "step_size": 1.5}}, {"sampler": ["num_steps", "jitter", "force"]},
                       ["sampler.step_size", "1.5"]),
-    "unknown problem": ({"problem": {"kind": "velocity"}}, None, ["problem.kind", "'velocity'", "rate_matrix"]),
+    "unknown problem": ({"problem": {"kind": "diffusion"}}, None, ["problem.kind", "'diffusion'", "rate_matrix",
+                                                                   "velocity", "potential"]),
     "map start without map": ({"map": {"enabled": False}, "sampler": {"initial": "map"}}, None,
                               ["sampler.initial = 'map'", "map.enabled"]),
     "a section that is a value": ({"output": "here"}, None, ["output", "'here'"]),
@@ -286,14 +305,24 @@ def _untimed(summary: dict) -> dict:
     return out
 
 
+#: The killed runs: the example, its ranks, and its force (every force kind of the PDE problems is run once).
+KILLED = {"rate_matrix": (1, "exact"), "velocity": (2, "exact"), "potential": (1, "laplace")}
+
+
 @pytest.mark.slow
-def test_sigkill_and_resume_give_the_chains_of_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("example", list(KILLED))
+def test_sigkill_and_resume_give_the_chains_of_an_uninterrupted_run(tmp_path, example):
     if not SCRIPT.exists():
         pytest.skip(f"{SCRIPT} is not installed")
-    killed = run_file(tmp_path, "killed", changes=KILL_CHANGES)
+    nprocs, force = KILLED[example]
+    changes = {"sampler": {**KILL_CHANGES["sampler"], "force": force}}
+    killed = run_file(tmp_path, "killed", changes=changes, example=example)
     out = tmp_path / "killed-out"
-    child = subprocess.Popen([str(SCRIPT), str(killed), "--quiet"], env=mpi_harness.clean_env(), cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    command = [str(SCRIPT), str(killed), "--quiet"]
+    if nprocs > 1:
+        command = [mpi_harness.mpirun_executable(), "-n", str(nprocs), sys.executable, *command]
+    child = subprocess.Popen(command, env=mpi_harness.clean_env(), cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + TIMEOUT
     try:
         while not (out / "chains" / "chain-000" / "chunk-000002.h5").exists():
@@ -301,14 +330,14 @@ def test_sigkill_and_resume_give_the_chains_of_an_uninterrupted_run(tmp_path):
             assert time.monotonic() < deadline, "the run wrote no chunks"
             time.sleep(0.02)
     finally:
-        os.killpg(child.pid, signal.SIGKILL)
+        os.killpg(child.pid, signal.SIGKILL)  # mpirun and its ranks: one process group
         child.wait()
     assert not (out / "summary.json").exists(), "killed too late: the run had finished"
     assert (out / "map.json").is_file()
-    stdout = mpi_harness.check(estimate([str(killed), "--resume"]))
+    stdout = mpi_harness.check(estimate([str(killed), "--resume"], nprocs))
     assert "MAP: reused" in stdout, stdout
-    reference = run_file(tmp_path, "reference", changes=KILL_CHANGES)
-    mpi_harness.check(estimate([str(reference), "--quiet"]))
+    reference = run_file(tmp_path, "reference", changes=changes, example=example)
+    mpi_harness.check(estimate([str(reference), "--quiet"], nprocs))
     a, b = read_chains(out / "chains"), read_chains(tmp_path / "reference-out" / "chains")
     assert a.stats["lp"].shape == (2, 200)
     for name in a.stats:

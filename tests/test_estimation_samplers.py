@@ -134,6 +134,8 @@ DENSE_RUNS = {
     "HMC identity": (HMC(6), dict(num_draws=1500)),
     "HMC diagonal": (HMC(6, mass=1.0 / np.diag(COVARIANCE)), dict(num_draws=1500)),
     "HMC prior": (HMC(6, mass="prior", jitter=0.2), dict(num_draws=1500)),
+    # the dense metric of the exact posterior precision (what sampler.mass = "laplace" gives a Gaussian posterior)
+    "HMC dense": (HMC(4, mass=np.linalg.inv(COVARIANCE) + G.T @ G / NOISE**2, jitter=0.2), dict(num_draws=1200)),
 }
 
 
@@ -310,8 +312,14 @@ def test_kernel_options_are_checked():
         InfiniteHMC(0)
     with pytest.raises(InvalidArgumentError, match="positive numbers"):
         HMC(3, mass=[1.0, -1.0, 1.0, 1.0, 1.0])
-    with pytest.raises(InvalidArgumentError, match="the diagonal mass has 3 entries"):
+    with pytest.raises(InvalidArgumentError, match=r"the mass has shape \(3,\), the parameters 5 entries"):
         sample(dense, HMC(3, mass=[1.0, 1.0, 1.0]), num_draws=5, comm=MPI.COMM_SELF)
+    with pytest.raises(InvalidArgumentError, match=r"the mass has shape \(3, 3\)"):
+        sample(dense, HMC(3, mass=np.eye(3)), num_draws=5, comm=MPI.COMM_SELF)
+    with pytest.raises(InvalidArgumentError, match="must be symmetric"):
+        HMC(3, mass=np.triu(np.ones((3, 3))))
+    with pytest.raises(InvalidArgumentError, match="positive definite: its smallest eigenvalue is -1"):
+        HMC(3, mass=np.diag([1.0, -1.0, 2.0]))
     with pytest.raises(InvalidArgumentError, match="needs parameters on an ArraySpace"):
         sample(pde, HMC(3, mass=np.ones(49)), num_draws=5, comm=MPI.COMM_SELF)
     with pytest.raises(InvalidArgumentError, match=r"step_size must be in \(0, 1\]"):

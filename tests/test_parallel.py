@@ -29,7 +29,7 @@ BATCHES = {
               "test_io_parallel.py", "test_meshes.py", "test_verification.py", "test_fem_observation.py",
               "test_fem_stokes_output.py", "test_fem_checkpointing.py", "test_fem_exponential.py"],
     "estimation": ["test_estimation_prior.py", "test_estimation_map.py", "test_estimation_laplace.py",
-                   "test_estimation_samplers.py", "test_estimation_chains.py", "test_estimation_diagnostics.py",
+                   "test_estimation_modal.py", "test_estimation_samplers.py", "test_estimation_chains.py", "test_estimation_diagnostics.py",
                    "test_estimation_rates.py"],
     "fem derivatives": ["test_fem_adjoint.py", "test_fem_tangent.py", "test_fem_surrogates.py"],
     "fem spaces": ["test_fem_p2_meshes.py", "test_fem_schrodinger.py", "test_fem_secular.py"],

@@ -1,4 +1,4 @@
-r"""Sampling diagnostics through ArviZ, trace plots and posterior mean/std fields (docs/theory.md §4.6).
+r"""Sampling diagnostics through ArviZ, trace plots and posterior mean/std fields (docs/theory.md §4.7).
 
 - :func:`to_datatree` exports :class:`~sensitivity.estimation.chains.Chains` to an ArviZ ``xarray.DataTree``
   (``arviz.from_dict``): the group ``posterior`` holds the stored draws after warm-up (the control as ``q``
@@ -12,8 +12,8 @@ r"""Sampling diagnostics through ArviZ, trace plots and posterior mean/std field
   in that paper and Stan: ArviZ's own default uses its 89% interval), the MCSE of the mean and of the standard
   deviation, and from them the bulk ESS per second of sampling and per force (gradient) evaluation, using the
   wall time and force evaluations of *every* iteration after warm-up (thinned ones included).
-- :func:`trace_plot` draws traces and histograms of a few coordinates and summaries
-  (:func:`sensitivity.io.new_figure`, no pyplot) and :func:`write_posterior_fields` the pointwise posterior
+- :func:`trace_plot` draws traces and histograms of a few coordinates and summaries, :func:`pair_plot` the
+  pairwise scatter of a few coordinates per chain (:func:`sensitivity.io.new_figure`, no pyplot), and :func:`write_posterior_fields` the pointwise posterior
   mean and standard deviation of a field control as Functions in a VTX file
   (:class:`sensitivity.fem.FieldSeries`).
 """
@@ -34,8 +34,8 @@ from sensitivity.estimation.chains import Chains
 from sensitivity.io import atomic_write, new_figure, save_figure
 from sensitivity.parallel import run_on_root
 
-__all__ = ["TAIL", "ChainSummary", "posterior_fields", "summarize", "to_datatree", "trace_plot", "write_netcdf",
-           "write_posterior_fields"]
+__all__ = ["TAIL", "ChainSummary", "pair_plot", "posterior_fields", "summarize", "to_datatree", "trace_plot",
+           "write_netcdf", "write_posterior_fields"]
 
 #: The quantiles of the tail ESS (Vehtari et al. 2021).
 TAIL = (0.05, 0.95)
@@ -172,6 +172,41 @@ def trace_plot(comm: MPI.Comm, chains: Chains, path: str | os.PathLike, *, indic
         axes[-1, 0].set_xlabel("iteration")
         axes[0, 0].legend(loc="upper right", fontsize="small")
         fig.suptitle(f"{chains.settings['sampler']['name']}: {chains.num_chains} chains")
+    return save_figure(comm, fig, path, dpi=100)
+
+
+def pair_plot(comm: MPI.Comm, chains: Chains, path: str | os.PathLike, *, indices=(0, 1),
+              labels: Any | None = None) -> Path:
+    """The draws of the control's coordinates ``indices`` (at least two) after warm-up against each other, one
+    colour per chain, with their histograms on the diagonal; saved from rank 0 (collective)."""
+    chains = _check_chains(chains)
+    indices = [int(i) for i in indices]
+    draws = chains.draws().get("control")
+    if draws is None or len(indices) < 2 or not all(0 <= i < draws.shape[2] for i in indices):
+        raise InvalidArgumentError(f"a pair plot needs at least two stored coordinates, got indices {indices}")
+    labels = [f"q[{i}]" for i in indices] if labels is None else [str(label) for label in labels]
+    fig = None
+    if comm.rank == 0:
+        m = len(indices)
+        fig = new_figure(figsize=(2.2 * m, 2.2 * m), layout="constrained")
+        axes = fig.subplots(m, m, squeeze=False)
+        for r, i in enumerate(indices):
+            for c, j in enumerate(indices):
+                ax = axes[r, c]
+                if c > r:
+                    ax.set_visible(False)
+                    continue
+                for chain in draws:
+                    if r == c:
+                        ax.hist(chain[:, i], bins=30, histtype="step", density=True)
+                    else:
+                        ax.plot(chain[:, j], chain[:, i], ".", ms=1.5, alpha=0.4)
+                ax.tick_params(labelsize=6)
+                if r == m - 1:
+                    ax.set_xlabel(labels[c], fontsize=8)
+                if c == 0 and r > 0:
+                    ax.set_ylabel(labels[r], fontsize=8)
+        fig.suptitle(f"{chains.settings['sampler']['name']}: {chains.num_chains} chains", fontsize=9)
     return save_figure(comm, fig, path, dpi=100)
 
 

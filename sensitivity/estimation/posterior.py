@@ -175,7 +175,8 @@ class SurrogateForce(Force):
 
     def derivative(self, q):
         self.misfit.set_point(q)
-        return self.misfit.space.copy(self.surrogate.derivative().x.petsc_vec)
+        d = self.surrogate.derivative()  # keep the Function alive while its Vec is copied
+        return self.misfit.space.copy(d.x.petsc_vec)
 
 
 class Posterior:

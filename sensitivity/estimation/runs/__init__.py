@@ -3,12 +3,17 @@
 - :mod:`~sensitivity.estimation.runs.config`: the run file's schema, defaults and checks, and the registry of
   problem kinds (:func:`register_problem`);
 - :mod:`~sensitivity.estimation.runs.rate_matrix`: ``problem.kind = "rate_matrix"``;
+- :mod:`~sensitivity.estimation.runs.fields`: the PDE problems' shared part (a modal field control), and
+  :mod:`~sensitivity.estimation.runs.velocity` (``"velocity"``: a flow from a passive scalar) and
+  :mod:`~sensitivity.estimation.runs.potential` (``"potential"``: a quantum potential from densities);
 - :mod:`~sensitivity.estimation.runs.cli`: the console entry point (:func:`main`) and :func:`run`.
 """
 
 from sensitivity.estimation.runs.cli import main, run
 from sensitivity.estimation.runs.config import PROBLEMS, Problem, RunConfig, load_config, parse_config, register_problem
+from sensitivity.estimation.runs.potential import PotentialProblem
 from sensitivity.estimation.runs.rate_matrix import RateMatrixProblem
+from sensitivity.estimation.runs.velocity import VelocityProblem
 
-__all__ = ["PROBLEMS", "Problem", "RateMatrixProblem", "RunConfig", "load_config", "main", "parse_config",
+__all__ = ["PROBLEMS", "PotentialProblem", "Problem", "RateMatrixProblem", "VelocityProblem", "RunConfig", "load_config", "main", "parse_config",
            "register_problem", "run"]

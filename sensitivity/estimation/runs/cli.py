@@ -9,9 +9,11 @@ Steps, all ranks together (rank 0 alone prints and writes):
    (:func:`sensitivity.io.prepare_output_dir`): a directory that holds a run (``config.json``) needs
    ``--resume``, and ``--resume`` needs the same resolved configuration;
 2. write the resolved configuration, ``config.json``;
-3. with ``map.enabled``, the MAP point by :func:`~sensitivity.estimation.find_map` from the prior mean
-   (``map.json``; a resumed run reuses it);
-4. with ``laplace.enabled`` (problems whose misfit has a Hessian action), the Laplace approximation there;
+3. with ``map.enabled``, the MAP point by :func:`~sensitivity.estimation.find_map` from the prior mean and
+   ``map.starts - 1`` points about it (``map.spread`` times prior draws), the lowest minimum (``map.json``; a
+   resumed run reuses it);
+4. with ``laplace.enabled`` (problems whose misfit has a Hessian action), the Laplace approximation there
+   (and with ``sampler.mass = "laplace"`` the HMC mass matrix: the inverse of its dense covariance);
 5. the chains, by :func:`~sensitivity.estimation.sample` with ``output=<directory>/chains``: committed every
    ``sampler.chunk_size`` iterations, so a run killed at any point continues with ``--resume`` and gives the
    chains an uninterrupted run would have given (bit for bit on the same number of ranks per chain);
@@ -34,7 +36,7 @@ from typing import Any
 
 import sensitivity
 from sensitivity.errors import InvalidArgumentError
-from sensitivity.estimation.diagnostics import summarize, trace_plot, write_netcdf
+from sensitivity.estimation.diagnostics import pair_plot, summarize, trace_plot, write_netcdf
 from sensitivity.estimation.laplace import LaplaceApproximation, LaplaceForce
 from sensitivity.estimation.map import find_map
 from sensitivity.estimation.posterior import Posterior
@@ -49,10 +51,10 @@ from mpi4py import MPI
 __all__ = ["OUTPUT_FILES", "main", "run"]
 
 PROG = "sensitivity-estimate"
-CONFIG, MAP, NETCDF, TRACE, SUMMARY, CHAINS = "config.json", "map.json", "posterior.nc", "trace.png", \
-    "summary.json", "chains"
-#: The regular files a run writes into its output directory.
-OUTPUT_FILES = (CONFIG, MAP, NETCDF, TRACE, SUMMARY)
+CONFIG, MAP, NETCDF, TRACE, PAIRS, SUMMARY, CHAINS = "config.json", "map.json", "posterior.nc", "trace.png", \
+    "pairs.png", "summary.json", "chains"
+#: The regular files a run writes into its output directory (besides its problem's, e.g. ``fields.bp``).
+OUTPUT_FILES = (CONFIG, MAP, NETCDF, TRACE, PAIRS, SUMMARY)
 
 
 def _write_json(comm: MPI.Comm, path: Path, data: Any) -> None:
@@ -113,9 +115,9 @@ def _inspect_output(config: RunConfig, resume: bool) -> dict:
     return state
 
 
-def _kernel(sampler: dict) -> Kernel:
+def _kernel(sampler: dict, mass) -> Kernel:
     if sampler["kind"] == "hmc":
-        return HMC(sampler["num_steps"], jitter=sampler["jitter"])
+        return HMC(sampler["num_steps"], mass=mass, jitter=sampler["jitter"])
     if sampler["kind"] == "mala":
         return InfiniteMALA(jitter=sampler["jitter"])
     return PCN()
@@ -157,6 +159,28 @@ def _map_record(result, seconds: float, truth) -> dict:
     return record
 
 
+def _find_map(posterior: Posterior, settings: dict):
+    r"""The lowest of the minima found by :func:`find_map` from the prior mean :math:`\bar m` and ``map.starts - 1``
+    points :math:`\bar m + s(\xi - \bar m)`, :math:`\xi` prior draws (``numpy.random.default_rng(map.seed)``, the
+    same on every rank), :math:`s` = ``map.spread``; returns it and the values of all starts."""
+    rng = np.random.default_rng(settings["seed"])
+    space, best, values = posterior.space, None, []
+    for k in range(settings["starts"]):
+        q0 = space.copy(posterior.prior.mean)
+        if k > 0:
+            draw = space.axpy(-1.0, q0, posterior.prior.sample(rng))
+            space.axpy(settings["spread"], draw, q0)
+            space.destroy(draw)
+        result = find_map(posterior, q0, settings["method"], max_it=settings["max_it"], gttol=settings["gttol"])
+        posterior.space.destroy(q0)
+        values.append(float(result.value))
+        if best is None or result.value < best.value:
+            best, result = result, best
+        if result is not None:
+            posterior.space.destroy(result.point)
+    return best, values
+
+
 def _groups(comm: MPI.Comm, sampler: dict) -> int:
     """The number of chain groups; ``sampler.ranks_per_chain`` checked against the ranks."""
     per = sampler["ranks_per_chain"]
@@ -195,6 +219,9 @@ def _summary(config: RunConfig, chains, map_record, laplace_record, seconds: dic
         "mean": q("mean").tolist(), "sd": q("sd").tolist(), "mcse_mean": q("mcse_mean").tolist(),
         "sampling_time": d["time"], "map": map_record, "laplace": laplace_record, "seconds": seconds,
     }
+    report = problem.chain_report(chains, None if map_record is None else np.asarray(map_record["point"]))
+    if report is not None:
+        out["chains_report"] = report
     if problem.truth is not None:
         z = (q("mean") - problem.truth) / q("sd")
         out["truth"] = problem.truth.tolist()
@@ -233,10 +260,9 @@ def run(path, *, resume: bool = False, quiet: bool = False, comm: MPI.Comm | Non
             say(f"  MAP: reused from {out / MAP}")
         else:
             t0 = time.perf_counter()
-            posterior = problem.build(comm)
-            result = find_map(posterior, posterior.space.copy(posterior.prior.mean), v["map"]["method"],
-                              max_it=v["map"]["max_it"], gttol=v["map"]["gttol"])
+            result, values = _find_map(problem.build(comm), v["map"])
             map_record = _map_record(result, comm.allreduce(time.perf_counter() - t0, op=MPI.MAX), problem.truth)
+            map_record["values_of_the_starts"] = values
             _write_json(comm, out / MAP, map_record)
         map_point = np.asarray(map_record["point"], dtype=float)
         seconds["map"] = map_record["seconds"]
@@ -244,14 +270,18 @@ def run(path, *, resume: bool = False, quiet: bool = False, comm: MPI.Comm | Non
             f"|g| = {map_record['gradient_norm']:.2e}"
             + (f", |q_MAP - truth| = {map_record['error_to_truth']:.3g}" if "error_to_truth" in map_record else ""))
 
-    # ---- Laplace (problems with a Hessian action; none today but the hook)
-    laplace_record = None
+    # ---- Laplace (problems whose misfit has a Hessian action)
+    laplace_record, mass = None, {"identity": None, "prior": "prior"}.get(sampler["mass"])
     if v["laplace"]["enabled"]:
         t0 = time.perf_counter()
         posterior = problem.build(comm)
         laplace = LaplaceApproximation(posterior, map_point, rank=v["laplace"]["rank"])
         laplace_record = {"rank": laplace.rank, "eigenvalues": np.asarray(laplace.eigenvalues).tolist(),
                           "hessian_actions": laplace.hessian_actions}
+        if sampler["mass"] == "laplace":
+            covariance = laplace.dense_covariance()
+            mass = np.linalg.inv(0.5 * (covariance + covariance.T))
+            mass = 0.5 * (mass + mass.T)
         laplace.destroy()
         seconds["laplace"] = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
         say(f"  Laplace: rank {laplace_record['rank']}, largest eigenvalue "
@@ -271,7 +301,7 @@ def run(path, *, resume: bool = False, quiet: bool = False, comm: MPI.Comm | Non
                        disable=quiet)
     t0 = time.perf_counter()
     try:
-        chains = sample(build, _Progress(_kernel(sampler), bar), num_draws=sampler["num_draws"],
+        chains = sample(build, _Progress(_kernel(sampler, mass), bar), num_draws=sampler["num_draws"],
                         num_warmup=sampler["num_warmup"], num_chains=sampler["num_chains"], seed=sampler["seed"],
                         step_size=sampler["step_size"], target_accept=sampler["target_accept"],
                         thin=sampler["thin"], chunk_size=sampler["chunk_size"], initial=initial, comm=comm,
@@ -282,7 +312,14 @@ def run(path, *, resume: bool = False, quiet: bool = False, comm: MPI.Comm | Non
 
     # ---- outputs: the netCDF file, the trace plot, and last the summary (a finished run has one)
     write_netcdf(comm, chains, out / NETCDF)
-    trace_plot(comm, chains, out / TRACE, indices=tuple(range(min(problem.size, v["output"]["trace_parameters"]))))
+    shown = tuple(range(min(problem.size, v["output"]["trace_parameters"])))
+    trace_plot(comm, chains, out / TRACE, indices=shown)
+    written = [NETCDF, TRACE]
+    if len(shown) >= 2:
+        names = problem.parameter_names()
+        pair_plot(comm, chains, out / PAIRS, indices=shown, labels=[names[i] for i in shown])
+        written.append(PAIRS)
+    written += problem.write_outputs(comm, chains, out, map_point)
     seconds["total"] = comm.allreduce(time.perf_counter() - started, op=MPI.MAX)
     summary = comm.bcast(run_on_root(comm, lambda: _summary(config, chains, map_record, laplace_record, seconds,
                                                             comm.size)), root=0)
@@ -291,7 +328,8 @@ def run(path, *, resume: bool = False, quiet: bool = False, comm: MPI.Comm | Non
         f"{np.round(summary['acceptance_rate'], 3).tolist()}, min ESS bulk {summary['min_ess_bulk']:.0f}, tail "
         f"{summary['min_ess_tail']:.0f}, max R-hat {summary['max_rhat']:.3f}, min ESS/s "
         f"{summary['min_ess_per_second']:.3g}, {seconds['sampling']:.1f} s sampling")
-    say(f"wrote {out}/{{{CONFIG}, {CHAINS}/, {NETCDF}, {TRACE}, {SUMMARY}{', ' + MAP if map_record else ''}}}")
+    written = [CONFIG, f"{CHAINS}/", *written, SUMMARY] + ([MAP] if map_record else [])
+    say(f"wrote {out}/{{{', '.join(written)}}}")
     return summary
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from mpi4py import MPI
 
 __all__ = ["PROBLEMS", "REQUIRED", "SAMPLER_KINDS", "SECTIONS", "Key", "Problem", "RunConfig", "load_config",
-           "parse_config", "register_problem"]
+           "parse_config", "read_data_array", "register_problem"]
 
 #: The marker of a key without a default.
 REQUIRED = object()
@@ -48,8 +48,10 @@ SAMPLER_KINDS = ("hmc", "pcn", "mala")
 #: The largest step size of each sampler kind (pCN's beta is at most 1, infinite MALA's at most pi/2).
 MAX_STEP_SIZE = {"hmc": math.inf, "pcn": 1.0, "mala": 0.5 * math.pi}
 #: The force kinds of ``sampler.force`` (a problem offers some of them).
-FORCE_KINDS = ("exact", "first order", "affine", "laplace")
+FORCE_KINDS = ("exact", "first order", "affine", "secular", "laplace")
 MAP_METHODS = ("lmvm", "nls")
+#: The HMC mass matrices of ``sampler.mass``.
+MASS_KINDS = ("identity", "prior", "laplace")
 INITIAL = ("prior", "mean", "map")
 
 
@@ -156,6 +158,10 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "method": Key("lmvm", one_of(*MAP_METHODS), "TAO method (nls needs the misfit's Hessian action)"),
         "max_it": Key(200, integer_at_least(1), "TAO iterations"),
         "gttol": Key(1e-6, positive, "stop when the gradient norm falls by this factor"),
+        "starts": Key(1, integer_at_least(1), "starting points: the prior mean and starts - 1 prior draws; the lowest "
+                                              "minimum wins (a multimodal posterior)"),
+        "seed": Key(0, integer_at_least(0), "seed of the prior draws of map.starts"),
+        "spread": Key(1.0, positive, "the starts are mean + spread * (prior draw - mean)"),
     },
     "laplace": {
         "enabled": Key(False, boolean, "the Laplace approximation at the MAP point (needs map.enabled and the "
@@ -165,6 +171,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "sampler": {
         "kind": Key("hmc", one_of(*SAMPLER_KINDS), "hmc (leapfrog HMC), pcn, mala (infinite-dimensional MALA)"),
         "num_steps": Key(10, integer_at_least(1), "leapfrog steps per HMC trajectory"),
+        "mass": Key("identity", one_of(*MASS_KINDS), "HMC mass matrix: identity, prior (the prior precision) or "
+                                                     "laplace (the Laplace approximation's precision, dense)"),
         "jitter": Key(0.0, lambda v, n: in_range(v, n, 0.0, 1.0, high_open=True),
                       "relative jitter of the step size per trajectory (hmc, mala)"),
         "force": Key("exact", one_of(*FORCE_KINDS), "the force inside trajectories (hmc, mala)"),
@@ -224,6 +232,18 @@ class Problem(ABC):
     def report(self) -> dict[str, Any]:
         """Problem data for ``summary.json`` (JSON-serializable)."""
         return {}
+
+    def parameter_names(self) -> list[str]:
+        """The names of the parameters (plots, ``posterior.nc``)."""
+        return [f"q[{i}]" for i in range(self.size)]
+
+    def chain_report(self, chains, map_point: np.ndarray | None) -> dict[str, Any] | None:
+        """What the problem says about the chains for ``summary.json`` (default nothing; rank 0 only)."""
+        return None
+
+    def write_outputs(self, comm: MPI.Comm, chains, out: Path, map_point: np.ndarray | None) -> list[str]:
+        """Write the problem's own outputs into ``out`` and return their names (default none; collective)."""
+        return []
 
 
 PROBLEMS: dict[str, type[Problem]] = {}
@@ -352,6 +372,11 @@ def _check_together(config: RunConfig, cls: type[Problem]) -> None:
                                    f"{cls.kind} problem; got {force!r}")
     if kind == "pcn" and "force" in given["sampler"]:
         raise InvalidArgumentError(f"sampler.force = {force!r}: sampler.kind = 'pcn' uses no force")
+    if kind != "hmc" and "mass" in given["sampler"]:
+        raise InvalidArgumentError(f"sampler.mass = {sampler['mass']!r} is for sampler.kind = 'hmc', not {kind!r}")
+    if sampler["mass"] == "laplace" and not laplace["enabled"]:
+        raise InvalidArgumentError("sampler.mass = 'laplace' needs laplace.enabled = true (the Laplace approximation "
+                                   "gives the mass matrix)")
     if kind != "hmc" and "num_steps" in given["sampler"]:
         raise InvalidArgumentError(f"sampler.num_steps = {sampler['num_steps']!r} is for sampler.kind = 'hmc', not "
                                    f"{kind!r}")
@@ -366,6 +391,37 @@ def _check_together(config: RunConfig, cls: type[Problem]) -> None:
     if v["output"]["directory"] is None:
         v["output"]["directory"] = str(Path("output") / config.path.stem)
     v["output"]["directory"] = str(Path(v["output"]["directory"]).expanduser().absolute())
+
+
+def read_data_array(path: str | os.PathLike, name: str) -> np.ndarray:
+    """The numeric array ``name`` of a ``.npz`` or ``.h5``/``.hdf5`` file (not collective); errors name ``data.file``."""
+    path = Path(path)
+    label = f"data.file = {str(path)!r}"
+    if not path.is_file():
+        raise InvalidArgumentError(f"{label}: no such file" if not path.exists() else f"{label}: not a file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                if name not in f.files:
+                    raise InvalidArgumentError(f"{label} has no array {name!r} (it has: {', '.join(f.files) or 'none'})")
+                array = np.asarray(f[name])
+        elif suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                if name not in f or not isinstance(f[name], h5py.Dataset):
+                    raise InvalidArgumentError(f"{label} has no dataset {name!r} (it has: {', '.join(f) or 'none'})")
+                array = np.asarray(f[name][()])
+        else:
+            raise InvalidArgumentError(f"{label}: the data file must be a .npz or .h5 file")
+    except InvalidArgumentError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (a corrupt or foreign file)
+        raise InvalidArgumentError(f"{label}: cannot read it: {type(exc).__name__}: {exc}") from None
+    if array.dtype.kind not in "iuf":
+        raise InvalidArgumentError(f"{label}: {name} must be numbers, got dtype {array.dtype}")
+    return array.astype(float)
 
 
 def load_config(path: str | os.PathLike, comm: MPI.Comm | None = None) -> RunConfig:

@@ -19,7 +19,6 @@ Forces (``sampler.force``): :class:`~sensitivity.estimation.RateForce`'s ``"exac
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 from sensitivity.errors import InvalidArgumentError
@@ -33,6 +32,7 @@ from sensitivity.estimation.runs.config import (
     RunConfig,
     integer_at_least,
     one_of,
+    read_data_array,
     optional,
     real_list,
     register_problem,
@@ -42,38 +42,7 @@ from sensitivity.parallel import run_on_root
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["RateMatrixProblem", "read_counts"]
-
-
-def read_counts(path: str | Path) -> np.ndarray:
-    """The array ``counts`` of a ``.npz`` or ``.h5``/``.hdf5`` file (not collective); errors name ``data.file``."""
-    path = Path(path)
-    label = f"data.file = {str(path)!r}"
-    if not path.is_file():
-        raise InvalidArgumentError(f"{label}: no such file" if not path.exists() else f"{label}: not a file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                if "counts" not in f.files:
-                    raise InvalidArgumentError(f"{label} has no array 'counts' (it has: {', '.join(f.files) or 'none'})")
-                counts = np.asarray(f["counts"])
-        elif suffix in (".h5", ".hdf5"):
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                if "counts" not in f or not isinstance(f["counts"], h5py.Dataset):
-                    raise InvalidArgumentError(f"{label} has no dataset 'counts' (it has: {', '.join(f) or 'none'})")
-                counts = np.asarray(f["counts"][()])
-        else:
-            raise InvalidArgumentError(f"{label}: the data file must be a .npz or .h5 file")
-    except InvalidArgumentError:
-        raise
-    except Exception as exc:  # noqa: BLE001  (a corrupt or foreign file)
-        raise InvalidArgumentError(f"{label}: cannot read it: {type(exc).__name__}: {exc}") from None
-    if counts.dtype.kind not in "iuf":
-        raise InvalidArgumentError(f"{label}: counts must be numbers, got dtype {counts.dtype}")
-    return counts.astype(float)
+__all__ = ["RateMatrixProblem"]
 
 
 @register_problem
@@ -151,7 +120,7 @@ class RateMatrixProblem(Problem):
             if "counts_per_time" in given["problem"]:
                 raise InvalidArgumentError(f"problem.counts_per_time = {p['counts_per_time']!r} is for synthetic "
                                            "data, not data.file")
-            counts = comm.bcast(run_on_root(comm, lambda: read_counts(data["file"])), root=0)
+            counts = comm.bcast(run_on_root(comm, lambda: read_data_array(data["file"], "counts")), root=0)
             label = f"data.file = {data['file']!r}"
             if counts.shape != (times.size, d):
                 raise InvalidArgumentError(f"{label}: counts has shape {counts.shape}, expected ({times.size}, {d}) "

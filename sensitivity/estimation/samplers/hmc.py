@@ -16,7 +16,10 @@ alone the chain samples the exact posterior.
 
 Mass matrices: ``mass=None`` (the identity), a positive diagonal (an array in
 :meth:`~sensitivity.estimation.vectors.ParameterSpace.to_array` order; parameters on an
-:class:`~sensitivity.estimation.vectors.ArraySpace`), or ``"prior"``: :math:`\mathbb M = \mathcal C^{-1}`, so
+:class:`~sensitivity.estimation.vectors.ArraySpace`), a dense symmetric positive definite matrix (an
+:class:`~sensitivity.estimation.vectors.ArraySpace`; e.g. the inverse of the Laplace approximation's covariance,
+the Gaussian posterior's precision, so that the leapfrog sees a problem of condition number one where the
+posterior is near Gaussian: the dense metric Stan adapts in its warm-up, here from the Hessian), or ``"prior"``: :math:`\mathbb M = \mathcal C^{-1}`, so
 :math:`\mathbb M^{-1}p = \mathcal Cp` and :math:`p = \mathcal C^{-1}L\xi` (:math:`LL^T = \mathcal C`) has covariance
 :math:`\mathcal C^{-1}`. Unlike :class:`~sensitivity.estimation.samplers.infinite.InfiniteHMC` this integrator
 is not dimension-robust: its step size must shrink as a discretization is refined.
@@ -52,6 +55,25 @@ class _DiagonalMass:
         return 0.5 * float(np.sum(p * p / self.diagonal))
 
 
+class _DenseMass:
+    r""":math:`\mathbb M = LL^T` dense on an :class:`ArraySpace`: momenta :math:`L\xi`, velocities
+    :math:`\mathbb M^{-1}p` by two triangular solves."""
+
+    def __init__(self, matrix: np.ndarray, factor: np.ndarray):
+        self.matrix, self.factor = matrix, factor
+
+    def momentum(self, posterior, rng):
+        return self.factor @ posterior.space.standard_normal(rng)
+
+    def velocity(self, posterior, p):
+        from scipy.linalg import cho_solve
+
+        return cho_solve((self.factor, True), p)
+
+    def kinetic(self, posterior, p) -> float:
+        return 0.5 * float(np.dot(p, self.velocity(posterior, p)))
+
+
 class _PriorMass:
     r""":math:`\mathbb M = \mathcal C^{-1}`: velocities :math:`\mathcal Cp`."""
 
@@ -72,6 +94,22 @@ class _PriorMass:
         return value
 
 
+def _cholesky(matrix: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor of a symmetric positive definite ``matrix``, or a clear error."""
+    n = matrix.shape[0]
+    if matrix.shape != (n, n) or n == 0:
+        raise InvalidArgumentError(f"a dense mass must be a square matrix, got shape {matrix.shape}")
+    asymmetry = float(np.max(np.abs(matrix - matrix.T)))
+    if asymmetry > 1e-12 * float(np.max(np.abs(matrix))):
+        raise InvalidArgumentError(f"a dense mass must be symmetric: max |M - M^T| = {asymmetry:.3g}")
+    try:
+        return np.linalg.cholesky(matrix)
+    except np.linalg.LinAlgError:
+        lam = float(np.linalg.eigvalsh(matrix).min())
+        raise InvalidArgumentError(f"a dense mass must be positive definite: its smallest eigenvalue is {lam:.3g}") \
+            from None
+
+
 class HMC(Kernel):
     r"""Leapfrog HMC with ``num_steps`` steps and a diagonal or the prior's mass matrix (module docstring).
 
@@ -79,8 +117,9 @@ class HMC(Kernel):
     ----------
     num_steps : int
         :math:`L \ge 1`.
-    mass : None, "prior" or array_like of shape (n,)
-        The identity, :math:`\mathcal C^{-1}`, or a positive diagonal.
+    mass : None, "prior", array_like of shape (n,) or (n, n)
+        The identity, :math:`\mathcal C^{-1}`, a positive diagonal, or a dense symmetric positive definite matrix
+        (recorded in the settings by its SHA-256, so a resumed chain needs the same matrix bit for bit).
     jitter : float
         Random step sizes :math:`\varepsilon(1 + j(2u - 1))` per trajectory, as for
         :class:`~sensitivity.estimation.samplers.infinite.InfiniteHMC`.
@@ -100,13 +139,23 @@ class HMC(Kernel):
         elif mass is None:
             self.mass = None
         else:
-            diagonal = finite_array(mass, "mass")
-            if diagonal.ndim != 1 or diagonal.size == 0 or np.any(diagonal <= 0):
-                raise InvalidArgumentError(f"a diagonal mass must be a 1-D array of positive numbers, got {diagonal!r}")
-            self.mass = diagonal.copy()
+            mass = finite_array(mass, "mass")
+            if mass.ndim == 2:
+                self.mass, self._factor = mass.copy(), _cholesky(mass)
+            elif mass.ndim != 1 or mass.size == 0 or np.any(mass <= 0):
+                raise InvalidArgumentError(f"a diagonal mass must be a 1-D array of positive numbers, got {mass!r}")
+            else:
+                self.mass = mass.copy()
 
     def settings(self):
-        mass = "identity" if self.mass is None else self.mass if isinstance(self.mass, str) else self.mass.tolist()
+        if self.mass is None or isinstance(self.mass, str):
+            mass = "identity" if self.mass is None else self.mass
+        elif self.mass.ndim == 2:
+            import hashlib
+
+            mass = {"dense": self.mass.shape[0], "sha256": hashlib.sha256(self.mass.tobytes()).hexdigest()}
+        else:
+            mass = self.mass.tolist()
         return {"name": self.name, "num_steps": self.num_steps, "mass": mass, "jitter": self.jitter}
 
     def check(self, posterior):
@@ -114,15 +163,17 @@ class HMC(Kernel):
         if isinstance(self.mass, str):
             return
         if not isinstance(posterior.space, ArraySpace):
-            raise InvalidArgumentError("a diagonal mass matrix needs parameters on an ArraySpace; use mass='prior' (or "
-                                       f"InfiniteHMC) for {type(posterior.space).__name__} parameters")
-        if self.mass is not None and self.mass.shape != (posterior.space.size,):
-            raise InvalidArgumentError(f"the diagonal mass has {self.mass.size} entries, the parameters "
-                                       f"{posterior.space.size}")
+            raise InvalidArgumentError("a diagonal or dense mass matrix needs parameters on an ArraySpace; use "
+                                       f"mass='prior' (or InfiniteHMC) for {type(posterior.space).__name__} parameters")
+        n = posterior.space.size
+        if self.mass is not None and self.mass.shape not in ((n,), (n, n)):
+            raise InvalidArgumentError(f"the mass has shape {self.mass.shape}, the parameters {n} entries")
 
     def _metric(self, posterior):
         if isinstance(self.mass, str):
             return _PriorMass()
+        if self.mass is not None and self.mass.ndim == 2:
+            return _DenseMass(self.mass, self._factor)
         return _DiagonalMass(np.ones(posterior.space.size) if self.mass is None else self.mass)
 
     def step(self, posterior, state, rng, step_size):
