@@ -228,3 +228,53 @@ def test_sampling_benchmark_quick(tmp_path):
     unpreconditioned = growth["linear_unpreconditioned"]["krylov_iterations"]
     assert unpreconditioned[-1] > 2 * unpreconditioned[0]
     assert {"max_mean_error_in_mcse", "laplace_rel_err", "map_iterations_growth"} == set(report["targets"])
+
+
+ESTIMATION_BENCHMARK = mpi_harness.ROOT / "benchmarks" / "estimation.py"
+#: --quick: its problems and their trajectory gradients.
+ESTIMATION_FORCES = {"rate_matrix_d4": {"exact", "first order", "affine"},
+                     "rate_matrix_d14": {"exact", "first order", "affine"},
+                     "velocity": {"exact", "first order", "laplace", "pCN"},
+                     "potential": {"exact", "secular", "first order", "laplace", "pCN"}}
+ESTIMATION_ROW_NUMBERS = ("ess_per_s", "ess_per_s_over_exact", "acceptance", "cost_per_iteration_over_exact",
+                          "posterior_distance_in_mcse", "sd_distance_in_mcse", "min_ess_bulk", "max_rhat", "min_sd",
+                          "seconds_per_iteration", "seconds")
+
+
+@serial_only
+@pytest.mark.slow
+def test_estimation_benchmark_quick(tmp_path):
+    out, png = tmp_path / "estimation.json", tmp_path / "estimation.png"
+    result = mpi_harness.run([sys.executable, str(ESTIMATION_BENCHMARK), "--quick", "--json", str(out), "--figure",
+                              str(png)], timeout=240)
+    text = mpi_harness.check(result)
+    assert "surrogates_target_the_posterior" in text and "rate_matrix_d14" in text  # the table was printed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["estimation.json", "estimation.png"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = json.loads(out.read_text())
+    assert {"rows", "by_problem", "machine", "arguments", "passed", "targets"} <= set(report)
+    rows = report["rows"]
+    # every (problem, force) pair, once
+    assert sorted((r["problem"], r["force"]) for r in rows) == sorted(
+        (p, f) for p, forces in ESTIMATION_FORCES.items() for f in forces)
+    assert set(report["by_problem"]) == set(ESTIMATION_FORCES)
+    for r in rows:
+        for key in ESTIMATION_ROW_NUMBERS:  # too short a run to compare with targets: present and finite
+            assert isinstance(r[key], (int, float)) and math.isfinite(r[key]), (r["problem"], r["force"], key, r[key])
+        assert r["ess_per_s"] > 0 and 0 <= r["acceptance"] <= 1
+        assert r["gradient_evaluations"] > 0 or r["force"] == "pCN"
+        if r["force"] == "exact":
+            assert r["ess_per_s_over_exact"] == 1.0 and r["cost_per_iteration_over_exact"] == 1.0
+            assert r["posterior_distance_reference"] == "halves"
+        else:
+            assert r["posterior_distance_reference"] == "exact"
+    # no PDE solve inside a Laplace or pCN trajectory: an iteration costs a fraction of an exact one
+    for r in rows:
+        if r["force"] in ("laplace", "pCN"):
+            assert r["cost_per_iteration_over_exact"] < 0.5, r
+    assert report["by_problem"]["velocity"]["folded_onto_one_mode"] is True
+    assert report["by_problem"]["potential"]["map"]["converged"] is True
+    assert all(math.isfinite(x) for x in _numbers(report))
+    assert set(report["targets"]) == {"surrogates_target_the_posterior"} == set(report["passed"])
+    assert isinstance(report["passed"]["surrogates_target_the_posterior"], bool)
+    assert report["arguments"]["quick"] is True

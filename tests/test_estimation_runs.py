@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.estimation import read_chains
-from sensitivity.estimation.runs import cli, load_config
+from sensitivity.estimation.runs import cli, load_config, steps
 
 import numpy as np
 import pytest
@@ -123,6 +123,8 @@ def _check_fields(path: Path, summary: dict) -> None:
     metadata = (path / "md.0").read_bytes()
     for name in ("posterior_mean", "posterior_std", "map", "truth"):
         assert name.encode() in metadata, name
+    if summary["problem"]["kind"] == "velocity":  # and the moments of the draws folded onto one mode
+        assert b"mode_mean" in metadata and b"mode_std" in metadata
     assert summary["laplace"]["rank"] == len(summary["laplace"]["eigenvalues"])
 
 
@@ -284,6 +286,19 @@ def test_a_bad_output_directory_is_one_line(tmp_path):
     (tmp_path / "file").write_text("")
     toml = run_file(tmp_path, changes={"output": {"directory": str(tmp_path / "file")}})
     _one_error_line(estimate([str(toml)]), ["output.directory", "not a directory"])
+
+
+def test_map_modes_are_the_distinct_low_minima_and_their_images():
+    minima = [{"value": 9.3, "point": [1.0, 0.5], "converged": True},
+              {"value": 138.0, "point": [0.0, 0.5], "converged": True},  # a saddle, far above
+              {"value": 9.3 + 1e-9, "point": [1.0, 0.5 + 1e-9], "converged": True},  # the same minimum again
+              {"value": 9.0, "point": [3.0, 3.0], "converged": False}]  # not converged
+    np.testing.assert_array_equal(steps.map_modes(minima, 10.0), [[1.0, 0.5]])
+    mirror = np.array([-1.0, 1.0])
+    np.testing.assert_array_equal(steps.map_modes(minima, 10.0, lambda q: [mirror * q]), [[1.0, 0.5], [-1.0, 0.5]])
+    assert len(steps.map_modes(minima, 200.0)) == 2
+    with pytest.raises(InvalidArgumentError, match="no MAP start converged"):
+        steps.map_modes([minima[-1]], 10.0)
 
 
 def test_config_errors_in_process(tmp_path):

@@ -307,6 +307,17 @@ def test_bad_settings_fail_on_every_rank_before_any_work(comm, tmp_path_factory,
         assert not output.exists()  # nothing was even created
 
 
+def test_one_initial_point_per_chain():
+    starts = np.array([np.full(N, -1.0), np.full(N, 2.0), np.linspace(0, 1, N)])
+    chains = sample(dense, PCN(), num_draws=2, num_warmup=0, num_chains=3, seed=5, step_size=1e-12, initial=starts,
+                    comm=MPI.COMM_SELF)
+    np.testing.assert_allclose(chains.control[:, 0], starts, rtol=0, atol=1e-9)
+    with pytest.raises(InvalidArgumentError, match="initial has 3 rows, one per chain: num_chains = 2"):
+        sample(dense, PCN(), num_draws=2, num_chains=2, initial=starts, comm=MPI.COMM_SELF)
+    with pytest.raises(InvalidArgumentError, match="initial has 4 entries per point, the parameters 5"):
+        sample(dense, PCN(), num_draws=2, num_chains=3, initial=starts[:, :4], comm=MPI.COMM_SELF)
+
+
 def test_kernel_options_are_checked():
     with pytest.raises(InvalidArgumentError, match="num_steps must be a positive integer"):
         InfiniteHMC(0)

@@ -6,6 +6,8 @@
 - :mod:`~sensitivity.estimation.runs.fields`: the PDE problems' shared part (a modal field control), and
   :mod:`~sensitivity.estimation.runs.velocity` (``"velocity"``: a flow from a passive scalar) and
   :mod:`~sensitivity.estimation.runs.potential` (``"potential"``: a quantum potential from densities);
+- :mod:`~sensitivity.estimation.runs.steps`: the steps of a run (multi-start MAP, Laplace and its HMC mass, the
+  chains' starts, the sampler's arguments), shared with ``benchmarks/estimation.py``;
 - :mod:`~sensitivity.estimation.runs.cli`: the console entry point (:func:`main`) and :func:`run`.
 """
 

@@ -10,8 +10,10 @@ Steps, all ranks together (rank 0 alone prints and writes):
    ``--resume``, and ``--resume`` needs the same resolved configuration;
 2. write the resolved configuration, ``config.json``;
 3. with ``map.enabled``, the MAP point by :func:`~sensitivity.estimation.find_map` from the prior mean and
-   ``map.starts - 1`` points about it (``map.spread`` times prior draws), the lowest minimum (``map.json``; a
-   resumed run reuses it);
+   ``map.starts - 1`` points about it (``map.spread`` times prior draws), the lowest minimum (``map.json``, with
+   every start's minimum; a resumed run reuses it); with ``sampler.initial = "map modes"`` the chains start in
+   turn from the distinct minima within ``map.mode_gap`` of the lowest and their images under the problem's
+   exact symmetries (:func:`~sensitivity.estimation.runs.steps.map_modes`);
 4. with ``laplace.enabled`` (problems whose misfit has a Hessian action), the Laplace approximation there
    (and with ``sampler.mass = "laplace"`` the HMC mass matrix: the inverse of its dense covariance);
 5. the chains, by :func:`~sensitivity.estimation.sample` with ``output=<directory>/chains``: committed every
@@ -37,11 +39,9 @@ from typing import Any
 import sensitivity
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.estimation.diagnostics import pair_plot, summarize, trace_plot, write_netcdf
-from sensitivity.estimation.laplace import LaplaceApproximation, LaplaceForce
-from sensitivity.estimation.map import find_map
-from sensitivity.estimation.posterior import Posterior
+from sensitivity.estimation.runs import steps
 from sensitivity.estimation.runs.config import RunConfig, load_config
-from sensitivity.estimation.samplers import HMC, PCN, InfiniteMALA, Kernel, sample
+from sensitivity.estimation.samplers import Kernel, sample
 from sensitivity.io import atomic_write, prepare_output_dir
 from sensitivity.parallel import ArgumentParser, exit_on_error, progress_bar, rank0_print, run_on_root
 
@@ -115,14 +115,6 @@ def _inspect_output(config: RunConfig, resume: bool) -> dict:
     return state
 
 
-def _kernel(sampler: dict, mass) -> Kernel:
-    if sampler["kind"] == "hmc":
-        return HMC(sampler["num_steps"], mass=mass, jitter=sampler["jitter"])
-    if sampler["kind"] == "mala":
-        return InfiniteMALA(jitter=sampler["jitter"])
-    return PCN()
-
-
 class _Progress(Kernel):
     """A kernel that counts its steps on a progress bar (the wrapped kernel's settings and transitions)."""
 
@@ -146,39 +138,6 @@ class _Progress(Kernel):
         if self.bar is not None:
             self.bar.update(1)
         return out
-
-
-def _map_record(result, seconds: float, truth) -> dict:
-    point = np.asarray(result.point, dtype=float)
-    record = {"point": point.tolist(), "value": float(result.value), "gradient_norm": float(result.gradient_norm),
-              "iterations": int(result.iterations), "evaluations": int(result.evaluations),
-              "reason": result.reason, "converged": bool(result.converged), "method": result.method,
-              "metric": result.metric, "seconds": seconds}
-    if truth is not None:
-        record["error_to_truth"] = float(np.linalg.norm(point - truth))
-    return record
-
-
-def _find_map(posterior: Posterior, settings: dict):
-    r"""The lowest of the minima found by :func:`find_map` from the prior mean :math:`\bar m` and ``map.starts - 1``
-    points :math:`\bar m + s(\xi - \bar m)`, :math:`\xi` prior draws (``numpy.random.default_rng(map.seed)``, the
-    same on every rank), :math:`s` = ``map.spread``; returns it and the values of all starts."""
-    rng = np.random.default_rng(settings["seed"])
-    space, best, values = posterior.space, None, []
-    for k in range(settings["starts"]):
-        q0 = space.copy(posterior.prior.mean)
-        if k > 0:
-            draw = space.axpy(-1.0, q0, posterior.prior.sample(rng))
-            space.axpy(settings["spread"], draw, q0)
-            space.destroy(draw)
-        result = find_map(posterior, q0, settings["method"], max_it=settings["max_it"], gttol=settings["gttol"])
-        posterior.space.destroy(q0)
-        values.append(float(result.value))
-        if best is None or result.value < best.value:
-            best, result = result, best
-        if result is not None:
-            posterior.space.destroy(result.point)
-    return best, values
 
 
 def _groups(comm: MPI.Comm, sampler: dict) -> int:
@@ -259,10 +218,7 @@ def run(path, *, resume: bool = False, quiet: bool = False, comm: MPI.Comm | Non
             map_record = state["map"]
             say(f"  MAP: reused from {out / MAP}")
         else:
-            t0 = time.perf_counter()
-            result, values = _find_map(problem.build(comm), v["map"])
-            map_record = _map_record(result, comm.allreduce(time.perf_counter() - t0, op=MPI.MAX), problem.truth)
-            map_record["values_of_the_starts"] = values
+            map_record = steps.find_map_point(config, comm)
             _write_json(comm, out / MAP, map_record)
         map_point = np.asarray(map_record["point"], dtype=float)
         seconds["map"] = map_record["seconds"]
@@ -271,41 +227,25 @@ def run(path, *, resume: bool = False, quiet: bool = False, comm: MPI.Comm | Non
             + (f", |q_MAP - truth| = {map_record['error_to_truth']:.3g}" if "error_to_truth" in map_record else ""))
 
     # ---- Laplace (problems whose misfit has a Hessian action)
-    laplace_record, mass = None, {"identity": None, "prior": "prior"}.get(sampler["mass"])
+    laplace_record, mass = None, None
     if v["laplace"]["enabled"]:
-        t0 = time.perf_counter()
-        posterior = problem.build(comm)
-        laplace = LaplaceApproximation(posterior, map_point, rank=v["laplace"]["rank"])
-        laplace_record = {"rank": laplace.rank, "eigenvalues": np.asarray(laplace.eigenvalues).tolist(),
-                          "hessian_actions": laplace.hessian_actions}
-        if sampler["mass"] == "laplace":
-            covariance = laplace.dense_covariance()
-            mass = np.linalg.inv(0.5 * (covariance + covariance.T))
-            mass = 0.5 * (mass + mass.T)
-        laplace.destroy()
-        seconds["laplace"] = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+        laplace_record, mass = steps.laplace_step(config, comm, map_point)
+        seconds["laplace"] = laplace_record["seconds"]
         say(f"  Laplace: rank {laplace_record['rank']}, largest eigenvalue "
             f"{max(laplace_record['eigenvalues'], default=float('nan')):.3g}")
 
-    def build(sub: MPI.Comm) -> Posterior:
-        posterior = problem.build(sub)
-        if sampler["force"] == "laplace":
-            laplace = LaplaceApproximation(posterior, map_point, rank=v["laplace"]["rank"])
-            posterior = Posterior(posterior.misfit, posterior.prior, LaplaceForce(laplace))
-        return posterior
-
     # ---- the chains
-    initial = {"prior": None, "mean": "mean", "map": map_point}[sampler["initial"]]
+    initial = steps.initial_points(config, map_record)
+    if sampler["initial"] == "map modes":
+        say(f"  chains start from {len(np.unique(initial, axis=0))} MAP mode(s) in turn")
     per_group = len(range(0, sampler["num_chains"], groups))
     bar = progress_bar(comm, per_group * (sampler["num_warmup"] + sampler["num_draws"]), desc="sampling",
                        disable=quiet)
     t0 = time.perf_counter()
     try:
-        chains = sample(build, _Progress(_kernel(sampler, mass), bar), num_draws=sampler["num_draws"],
-                        num_warmup=sampler["num_warmup"], num_chains=sampler["num_chains"], seed=sampler["seed"],
-                        step_size=sampler["step_size"], target_accept=sampler["target_accept"],
-                        thin=sampler["thin"], chunk_size=sampler["chunk_size"], initial=initial, comm=comm,
-                        ranks_per_chain=sampler["ranks_per_chain"], output=out / CHAINS, resume=resume)
+        chains = sample(steps.build_posterior(config, map_point), _Progress(steps.kernel(config, mass), bar),
+                        initial=initial, comm=comm, output=out / CHAINS, resume=resume,
+                        **steps.sample_arguments(config))
     finally:
         bar.close()
     seconds["sampling"] = comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import numbers
 import os
@@ -38,7 +39,7 @@ import numpy as np
 from mpi4py import MPI
 
 __all__ = ["PROBLEMS", "REQUIRED", "SAMPLER_KINDS", "SECTIONS", "Key", "Problem", "RunConfig", "load_config",
-           "parse_config", "read_data_array", "register_problem"]
+           "parse_config", "read_data_array", "register_problem", "toml_text"]
 
 #: The marker of a key without a default.
 REQUIRED = object()
@@ -52,7 +53,7 @@ FORCE_KINDS = ("exact", "first order", "affine", "secular", "laplace")
 MAP_METHODS = ("lmvm", "nls")
 #: The HMC mass matrices of ``sampler.mass``.
 MASS_KINDS = ("identity", "prior", "laplace")
-INITIAL = ("prior", "mean", "map")
+INITIAL = ("prior", "mean", "map", "map modes")
 
 
 # --------------------------------------------------------------------------- value checks: check(value, name)
@@ -162,6 +163,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
                                               "minimum wins (a multimodal posterior)"),
         "seed": Key(0, integer_at_least(0), "seed of the prior draws of map.starts"),
         "spread": Key(1.0, positive, "the starts are mean + spread * (prior draw - mean)"),
+        "mode_gap": Key(10.0, positive, "sampler.initial = 'map modes': the minima within this of the lowest value"),
     },
     "laplace": {
         "enabled": Key(False, boolean, "the Laplace approximation at the MAP point (needs map.enabled and the "
@@ -185,7 +187,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "step_size": Key(0.1, step_size, "initial step size (beta for pcn)"),
         "target_accept": Key(None, optional(target_accept), "target acceptance of the adaptation (default the "
                                                             "kernel's)"),
-        "initial": Key("prior", one_of(*INITIAL), "start at prior draws, the prior mean, or the MAP point"),
+        "initial": Key("prior", one_of(*INITIAL), "start at prior draws, the prior mean, the MAP point, or the "
+                                                  "distinct minima of the MAP starts in turn (map modes)"),
         "ranks_per_chain": Key(None, optional(integer_at_least(1)), "ranks per chain (default all)"),
     },
     "output": {
@@ -236,6 +239,16 @@ class Problem(ABC):
     def parameter_names(self) -> list[str]:
         """The names of the parameters (plots, ``posterior.nc``)."""
         return [f"q[{i}]" for i in range(self.size)]
+
+    def symmetries(self) -> list[np.ndarray]:
+        r"""The exact symmetries of the posterior besides the identity, as orthogonal matrices :math:`S` with
+        :math:`\pi(Sq) = \pi(q)` (default none)."""
+        return []
+
+    def images(self, q: np.ndarray) -> list[np.ndarray]:
+        """The images :math:`Sq` of the parameters ``q`` under :meth:`symmetries`: points of the same posterior
+        density, the other modes of a multimodal posterior."""
+        return [S @ np.asarray(q, dtype=float) for S in self.symmetries()]
 
     def chain_report(self, chains, map_point: np.ndarray | None) -> dict[str, Any] | None:
         """What the problem says about the chains for ``summary.json`` (default nothing; rank 0 only)."""
@@ -386,8 +399,8 @@ def _check_together(config: RunConfig, cls: type[Problem]) -> None:
     if sampler["step_size"] > top:
         raise InvalidArgumentError(f"sampler.step_size must be at most {top:g} for sampler.kind = {kind!r}, got "
                                    f"{sampler['step_size']!r}")
-    if sampler["initial"] == "map" and not map_["enabled"]:
-        raise InvalidArgumentError("sampler.initial = 'map' needs map.enabled = true")
+    if sampler["initial"] in ("map", "map modes") and not map_["enabled"]:
+        raise InvalidArgumentError(f"sampler.initial = {sampler['initial']!r} needs map.enabled = true")
     if v["output"]["directory"] is None:
         v["output"]["directory"] = str(Path("output") / config.path.stem)
     v["output"]["directory"] = str(Path(v["output"]["directory"]).expanduser().absolute())
@@ -422,6 +435,27 @@ def read_data_array(path: str | os.PathLike, name: str) -> np.ndarray:
     if array.dtype.kind not in "iuf":
         raise InvalidArgumentError(f"{label}: {name} must be numbers, got dtype {array.dtype}")
     return array.astype(float)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def toml_text(sections: Mapping[str, Any]) -> str:
+    """The TOML text of a run file given as ``{section: {key: value}}`` (numbers, strings, booleans and lists of
+    them: what run files hold), e.g. to write run files from a program; a value in place of a section is written
+    as a top-level key (a malformed run file, for tests)."""
+    lines = [f"{name} = {_toml_value(value)}" for name, value in sections.items() if not isinstance(value, Mapping)]
+    for name, table in sections.items():
+        if isinstance(table, Mapping):
+            lines += [f"[{name}]", *(f"{key} = {_toml_value(value)}" for key, value in table.items()), ""]
+    return "\n".join(lines)
 
 
 def load_config(path: str | os.PathLike, comm: MPI.Comm | None = None) -> RunConfig:

@@ -18,8 +18,9 @@ the noise then relative to their largest absolute value.
 
 Forces (``sampler.force``): ``"exact"`` (the adjoint), the subclass's surrogates, ``"laplace"``.
 Outputs besides the common ones (:meth:`FieldProblem.write_outputs`): ``fields.bp`` (VTX for ParaView: the
-posterior mean and standard deviation of the field, the MAP point and the truth when known) and
-``fields.png``.
+posterior mean and standard deviation of the field, ``posterior_mean`` and ``posterior_std`` (and for the
+velocity problem ``mode_mean``, ``mode_std``, those of its draws folded onto the MAP point's mode), the MAP
+point ``map`` and the truth ``truth`` when known) and ``fields.png``.
 """
 
 from __future__ import annotations
@@ -277,6 +278,28 @@ class FieldProblem(Problem):
                 "noise": self.noise, "data": self.source, "observation_steps": self.observation_steps(self.values).tolist(),
                 "truth": None if self.truth is None else self.truth.tolist()}
 
+    def field_at(self, comm: MPI.Comm, coefficients: list[np.ndarray], points: np.ndarray) -> list[np.ndarray]:
+        """The discrete fields (in the control space, as the PDE sees them) of each coefficient vector at
+        ``points`` of shape (n, 2): arrays of shape (n,) on every rank (collective)."""
+        from sensitivity.fem import PointSensors
+
+        from dolfinx import fem
+
+        model = self.model(self.values, comm)
+        basis = self._basis(model, comm)
+        f = fem.Function(model.control.function_space)
+        probe = PointSensors(f.function_space, points)
+        out = []
+        for q in coefficients:
+            vec = basis.field(np.asarray(q, dtype=float))
+            f.x.petsc_vec.array[:] = vec.array_r
+            f.x.scatter_forward()
+            basis.field_space.destroy(vec)
+            out.append(probe.evaluate(f))
+        basis.destroy()
+        model.scheme.destroy()
+        return out
+
     def write_outputs(self, comm: MPI.Comm, chains, out: Path, map_point: np.ndarray | None) -> list[str]:
         """``fields.bp`` and ``fields.png``: the field's posterior mean and standard deviation, the MAP point and
         the truth (collective)."""
@@ -287,8 +310,10 @@ class FieldProblem(Problem):
         model = self.model(self.values, comm)
         basis = self._basis(model, comm)
         space = model.control.function_space
-        draws = self.field_coefficients(chains.draws()["control"].reshape(-1, self.size))
-        vectors = dict(zip(("posterior_mean", "posterior_std"), basis.field_moments(draws)))
+        vectors = {}
+        for group, draws in self.draw_groups(chains.draws()["control"], map_point).items():
+            draws = self.field_coefficients(draws.reshape(-1, self.size))
+            vectors.update(zip((f"{group}_mean", f"{group}_std"), basis.field_moments(draws)))
         for name, q in (("map", map_point), ("truth", self.truth)):
             if q is not None:
                 vectors[name] = basis.field(self.field_coefficients(np.asarray(q, dtype=float)))
@@ -302,14 +327,19 @@ class FieldProblem(Problem):
         with FieldSeries(out / "fields.bp", functions) as series:
             series.write(0.0)
         gather = TriangleGather(space)
-        titles = {"posterior_mean": "posterior mean", "posterior_std": "posterior std", "map": "MAP",
-                  "truth": "truth (in the modes)"}
-        panels = [(f"{self.field_name}: {titles[f.name]}", gather.values(f)) for f in functions]
+        titles = {"map": "MAP", "truth": "truth (in the modes)"}
+        panels = [(f"{self.field_name}: {titles.get(f.name, f.name.replace('_', ' '))}", gather.values(f))
+                  for f in functions]
         plot_fields(gather, panels, out / "fields.png", ncols=min(4, len(panels)),
-                    symmetric=[self.field_symmetric and f.name != "posterior_std" for f in functions])
+                    symmetric=[self.field_symmetric and not f.name.endswith("_std") for f in functions])
         basis.destroy()
         model.scheme.destroy()
         return ["fields.bp", "fields.png"]
+
+    def draw_groups(self, control: np.ndarray, map_point: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The sets of draws (shape (chains, draws, m)) whose field moments the outputs show, by name (default
+        ``{"posterior": control}``; the velocity problem adds its draws folded onto one mode)."""
+        return {"posterior": control}
 
     def field_coefficients(self, q: np.ndarray) -> np.ndarray:
         """The coefficients of the field that the outputs show, for coefficients ``q`` of shape (..., m)

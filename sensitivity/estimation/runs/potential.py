@@ -40,7 +40,7 @@ from sensitivity.estimation.runs.config import Key, integer_at_least, register_p
 from sensitivity.estimation.runs.fields import SOLVERS, FieldModel, FieldProblem
 from sensitivity.validation import non_negative, positive
 
-__all__ = ["PotentialProblem", "legendre_modes"]
+__all__ = ["PotentialProblem", "legendre_mode", "legendre_modes"]
 
 #: The packet of the demo: centre (as fractions of w and L), width, momentum.
 PACKET_CENTER, PACKET_WIDTH, PACKET_MOMENTUM = (-1.0, 0.15), 0.35, (2.5, 0.5)
@@ -51,7 +51,8 @@ def legendre_modes(K: int) -> list[tuple[int, int]]:
     return sorted(((i, j) for i in range(K + 1) for j in range(K + 1 - i)), key=lambda k: (k[0] + k[1], k))
 
 
-def _mode(k: tuple[int, int], L: float):
+def legendre_mode(k: tuple[int, int], L: float):
+    """The mode :math:`\\sqrt{(2i + 1)(2j + 1)}P_i(x/L)P_j(y/L)` as ``x -> values`` (``x`` of shape (2 or 3, n))."""
     from numpy.polynomial.legendre import legval
 
     ci, cj = np.eye(k[0] + 1)[k[0]], np.eye(k[1] + 1)[k[1]]
@@ -144,6 +145,6 @@ class PotentialProblem(FieldProblem):
         mid = dmesh.compute_midpoints(msh, tdim, cells)[:, 0]
         tags = dmesh.meshtags(msh, tdim, cells, np.where(mid < 0.0, 1, 2).astype(np.int32))
         regions = RegionProbabilities(W, tags, [1, 2])  # the left and the right well
-        modes = [_mode(k, L) for k in legendre_modes(values["modes"])]
+        modes = [legendre_mode(k, L) for k in legendre_modes(values["modes"])]
         return FieldModel(scheme, psi0, V, [sensors, regions], modes)
 

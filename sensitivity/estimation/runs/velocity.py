@@ -21,8 +21,11 @@ stream function (P\ ``problem.stream_degree``)
 stream function is :math:`-\psi\circ R`, i.e. the coefficients :math:`q_k \mapsto (-1)^{k_2}q_k`. The data
 cannot tell them apart: the likelihood is invariant, on the discrete level too, and a flow of odd-:math:`k_2`
 modes (a single gyre :math:`k = (1, 1)` first) has the mirror image :math:`-v`, so the posterior has the two
-modes :math:`\pm v` of the paper. :meth:`VelocityProblem.chain_report` says, per chain, which of them its draws
-visit (``summary.json``, ``symmetry``).
+modes :math:`\pm v` of the paper, separated by the saddle at :math:`q = 0`. :meth:`VelocityProblem.symmetries` gives
+the reflection, so ``sampler.initial = "map modes"`` starts the chains in turn at the MAP point and its
+image; :meth:`VelocityProblem.chain_report` says, per chain, which mode its draws visit, and gives the ArviZ
+diagnostics of the draws folded onto one mode (``summary.json``, ``chains_report``). Starts far from
+:math:`q = 0` (``map.spread``) find spurious local minima: fast flows that flush the blob past the sensors.
 
 Forces: ``"exact"`` (the discrete adjoint), ``"first order"`` (the seed's :math:`t\,S_u(t)J`,
 :class:`~sensitivity.fem.surrogates.FirstOrderSurrogate`), ``"laplace"``.
@@ -115,12 +118,17 @@ class VelocityProblem(FieldProblem):
         modes = [_mode(k) for k in sine_modes(values["modes"])]
         return FieldModel(scheme, theta0, psi, [PointSensors(V, points)], modes)
 
-    def reference(self, chains, map_point: np.ndarray | None) -> np.ndarray:
-        """The point that names "the" mode: the MAP point, else the truth, else the mean of all draws."""
+    def symmetries(self) -> list[np.ndarray]:
+        """The reflection :math:`q \\mapsto (-1)^{k_2}q` (module docstring)."""
+        return [np.diag(mirror_signs(self.values["modes"]))]
+
+    def reference(self, control: np.ndarray, map_point: np.ndarray | None) -> np.ndarray:
+        """The point that names "the" mode: the MAP point, else the truth, else the mean of the draws ``control``
+        (shape (chains, draws, m))."""
         for r in (map_point, self.truth):
             if r is not None:
                 return np.asarray(r, dtype=float)
-        return chains.draws()["control"].reshape(-1, self.size).mean(axis=0)
+        return control.reshape(-1, self.size).mean(axis=0)
 
     def fold(self, control: np.ndarray, reference: np.ndarray) -> np.ndarray:
         r"""Draws of shape (..., m) with those in the mirror mode reflected, :math:`q \mapsto (-1)^{k_2}q`: the
@@ -131,6 +139,10 @@ class VelocityProblem(FieldProblem):
         mirrored = (control[..., signs < 0] @ reference[signs < 0]) < 0
         return np.where(mirrored[..., None], control * signs, control)
 
+    def draw_groups(self, control: np.ndarray, map_point: np.ndarray | None) -> dict[str, np.ndarray]:
+        """All draws (the mean of both modes is near zero) and the draws folded onto the reference's mode."""
+        return {"posterior": control, "mode": self.fold(control, self.reference(control, map_point))}
+
     def chain_report(self, chains, map_point: np.ndarray | None) -> dict[str, Any]:
         r"""Which of the mirror modes :math:`q` and :math:`(-1)^{k_2}q` each chain visits (the fraction of its
         draws on the reference's side, :meth:`fold`), and the ArviZ diagnostics of the folded draws."""
@@ -139,7 +151,7 @@ class VelocityProblem(FieldProblem):
         from sensitivity.estimation.diagnostics import summarize
 
         signs = mirror_signs(self.values["modes"])
-        reference = self.reference(chains, map_point)
+        reference = self.reference(chains.draws()["control"], map_point)
         if not np.any(reference[signs < 0]):
             return {"odd_modes": int(np.sum(signs < 0)), "fraction_like_reference": None}
         draws = chains.draws()["control"]

@@ -73,9 +73,9 @@ def sample(build: Callable[[MPI.Comm], Posterior], kernel: Kernel, *, num_draws:
         Store every ``thin``-th draw (statistics are stored for every iteration).
     chunk_size : int
         Iterations per committed chunk.
-    initial : None, "mean" or array_like of shape (n,)
-        Start at a prior draw of the chain's generator (default: dispersed starts), the prior mean, or a point
-        (``to_array`` order).
+    initial : None, "mean" or array_like of shape (n,) or (num_chains, n)
+        Start at a prior draw of the chain's generator (default: dispersed starts), the prior mean, a point
+        (``to_array`` order), or one point per chain (e.g. the modes a multi-start MAP search found).
     summaries : mapping of str to callable, optional
         ``f(q)`` (collective) → a number or a fixed-shape array, stored with each kept draw: functionals of large
         fields (with ``store_control=False``, only these are stored).
@@ -118,7 +118,8 @@ def sample(build: Callable[[MPI.Comm], Posterior], kernel: Kernel, *, num_draws:
         out = {}
         for k in range(color, settings["num_chains"], groups):
             store = None if directory is None else ChainStore(directory, k, run)
-            out[k] = _ChainRun(posterior, kernel, settings, sub, summaries, initial, store).run(seeds[k])
+            start = initial[k] if isinstance(initial, np.ndarray) and initial.ndim == 2 else initial
+            out[k] = _ChainRun(posterior, kernel, settings, sub, summaries, start, store).run(seeds[k])
         return out if sub.rank == 0 else {}
 
     merged: dict[int, list[dict]] = {}
@@ -148,7 +149,12 @@ def _settings(build, kernel, args) -> tuple[dict, dict, object]:
     elif initial is None:
         start = "prior draw"
     else:
-        initial = finite_array(initial, "initial", shape=(None,))
+        initial = finite_array(initial, "initial")
+        if initial.ndim == 2 and initial.shape[0] != args["num_chains"]:
+            raise InvalidArgumentError(f"initial has {initial.shape[0]} rows, one per chain: num_chains = "
+                                       f"{args['num_chains']!r}")
+        if initial.ndim not in (1, 2):
+            raise InvalidArgumentError(f"initial must be one point or one per chain, got shape {initial.shape}")
         start = "sha256:" + hashlib.sha256(initial.tobytes()).hexdigest()
     settings = {
         "sampler": kernel.settings(), "num_draws": integer(args["num_draws"], "num_draws", minimum=1),
@@ -213,8 +219,8 @@ def _prepare(posterior, kernel: Kernel, comm: MPI.Comm, summaries: dict, initial
         raise InvalidArgumentError("build(comm) must build the posterior on the communicator it is given (its "
                                    "parameters live on another one)")
     kernel.check(posterior)
-    if isinstance(initial, np.ndarray) and initial.shape != (space.size,):
-        raise InvalidArgumentError(f"initial has {initial.size} entries, the parameters {space.size}")
+    if isinstance(initial, np.ndarray) and initial.shape[-1] != space.size:
+        raise InvalidArgumentError(f"initial has {initial.shape[-1]} entries per point, the parameters {space.size}")
     try:
         state = evaluate(posterior, space.copy(prior.mean), kernel.uses_force)
         if state.force is not None:
