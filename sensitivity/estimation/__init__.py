@@ -24,6 +24,7 @@ from sensitivity.estimation.map import (
     find_map,
     map_iterations_growth,
 )
+from sensitivity.estimation.modal import ModalBasis, ModalForce, ModalMisfit
 from sensitivity.estimation.posterior import ExactForce, Force, Misfit, Posterior, ReducedMisfit, SurrogateForce
 from sensitivity.estimation.prior import GaussianPrior, Prior
 from sensitivity.estimation.problems import advection_problem, point_observation_problem
@@ -64,6 +65,9 @@ __all__ = [
     "MatrixMetric",
     "Metric",
     "Misfit",
+    "ModalBasis",
+    "ModalForce",
+    "ModalMisfit",
     "MomentCheck",
     "MultinomialRateMisfit",
     "NotPositiveDefiniteError",

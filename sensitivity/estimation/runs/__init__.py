@@ -12,10 +12,12 @@
 """
 
 from sensitivity.estimation.runs.cli import main, run
-from sensitivity.estimation.runs.config import PROBLEMS, Problem, RunConfig, load_config, parse_config, register_problem
+from sensitivity.estimation.runs.config import (PROBLEMS, Problem, RunConfig, load_config, parse_config,
+                                                register_problem, toml_text)
+from sensitivity.estimation.runs.fields import FieldProblem
 from sensitivity.estimation.runs.potential import PotentialProblem
 from sensitivity.estimation.runs.rate_matrix import RateMatrixProblem
 from sensitivity.estimation.runs.velocity import VelocityProblem
 
-__all__ = ["PROBLEMS", "PotentialProblem", "Problem", "RateMatrixProblem", "VelocityProblem", "RunConfig", "load_config", "main", "parse_config",
-           "register_problem", "run"]
+__all__ = ["PROBLEMS", "FieldProblem", "PotentialProblem", "Problem", "RateMatrixProblem", "RunConfig", "VelocityProblem",
+           "load_config", "main", "parse_config", "register_problem", "run", "toml_text"]

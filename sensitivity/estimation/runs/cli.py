@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import sensitivity
-from sensitivity.errors import InvalidArgumentError
+from sensitivity.errors import InvalidArgumentError, SensitivityError
+from sensitivity.estimation.chains import read_chains
 from sensitivity.estimation.diagnostics import pair_plot, summarize, trace_plot, write_netcdf
 from sensitivity.estimation.runs import steps
 from sensitivity.estimation.runs.config import RunConfig, load_config
@@ -138,6 +139,15 @@ class _Progress(Kernel):
         if self.bar is not None:
             self.bar.update(1)
         return out
+
+
+def _committed(directory: Path) -> int:
+    """Iterations committed by every chain of a run's chain directory (0 without any; not collective): where the
+    progress bar of a resumed run starts."""
+    try:
+        return int(read_chains(directory).stats["lp"].shape[1])
+    except (SensitivityError, OSError):
+        return 0
 
 
 def _groups(comm: MPI.Comm, sampler: dict) -> int:
@@ -241,6 +251,8 @@ def run(path, *, resume: bool = False, quiet: bool = False, comm: MPI.Comm | Non
     per_group = len(range(0, sampler["num_chains"], groups))
     bar = progress_bar(comm, per_group * (sampler["num_warmup"] + sampler["num_draws"]), desc="sampling",
                        disable=quiet)
+    if resume and not quiet and comm.rank == 0:
+        bar.update(per_group * _committed(out / CHAINS))
     t0 = time.perf_counter()
     try:
         chains = sample(steps.build_posterior(config, map_point), _Progress(steps.kernel(config, mass), bar),
