@@ -44,7 +44,7 @@ from sensitivity.estimation.runs.config import (Key, Problem, RunConfig, integer
 from sensitivity.parallel import run_on_root
 from sensitivity.validation import positive
 
-__all__ = ["FieldModel", "FieldProblem", "SOLVERS"]
+__all__ = ["FieldModel", "FieldProblem", "SOLVERS", "first_order_surrogate"]
 
 #: ``problem.solver``: the linear solvers of the time stepper, both with pivoting (an advection-dominated step
 #: of a large trial velocity is far from diagonally dominant): every rank factors the whole matrix with
@@ -52,6 +52,15 @@ __all__ = ["FieldModel", "FieldProblem", "SOLVERS"]
 #: the cores), or distributed MUMPS.
 SOLVERS = {"redundant": {**REDUNDANT_LU, "redundant_pc_factor_mat_solver_type": "mumps"},
            "mumps": {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}}
+
+
+def first_order_surrogate(functional, values: dict):
+    """The seed's first-order surrogate (1.6) of ``functional``, the force ``"first order"`` of both PDE problems
+    (:class:`~sensitivity.fem.surrogates.FirstOrderSurrogate`; its mass solves by CG: ``PCREDUNDANT`` has no
+    transposed solve)."""
+    from sensitivity.fem.surrogates import FirstOrderSurrogate
+
+    return FirstOrderSurrogate(functional)
 
 
 @dataclass
@@ -72,8 +81,8 @@ class FieldModel:
 
 class FieldProblem(Problem):
     """A PDE problem with a modal field control (module docstring). Subclasses set :attr:`kind`,
-    :attr:`observers`, their own :attr:`keys` (with :attr:`COMMON_KEYS`), and implement :meth:`model`,
-    :meth:`mode_labels`, :meth:`mode_scales` and :meth:`true_field`."""
+    :attr:`observers`, their own :attr:`keys` (with :attr:`COMMON_KEYS`) and :attr:`surrogates`, and implement
+    :meth:`model` and :meth:`wave_vectors` (and :meth:`mode_scales`, :meth:`true_field` if not the defaults)."""
 
     has_hessian = True
     #: The names of the observation operators (the arrays of ``data.file``).
@@ -107,8 +116,13 @@ class FieldProblem(Problem):
 
     @classmethod
     @abstractmethod
+    def wave_vectors(cls, values: dict) -> list[tuple[int, int]]:
+        """The indices :math:`(k_1, k_2)` of the modes, in the order of the coefficients."""
+
+    @classmethod
     def mode_labels(cls, values: dict) -> list[str]:
-        """The names of the coefficients (their number is the number of parameters)."""
+        """The names of the coefficients, ``q[k1,k2]`` (their number is the number of parameters)."""
+        return [f"q[{a},{b}]" for a, b in cls.wave_vectors(values)]
 
     @classmethod
     def mode_scales(cls, values: dict) -> np.ndarray:

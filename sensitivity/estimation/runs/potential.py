@@ -37,7 +37,7 @@ import numpy as np
 from mpi4py import MPI
 
 from sensitivity.estimation.runs.config import Key, integer_at_least, register_problem
-from sensitivity.estimation.runs.fields import SOLVERS, FieldModel, FieldProblem
+from sensitivity.estimation.runs.fields import SOLVERS, FieldModel, FieldProblem, first_order_surrogate
 from sensitivity.validation import non_negative, positive
 
 __all__ = ["PotentialProblem", "legendre_mode", "legendre_modes"]
@@ -98,21 +98,15 @@ class PotentialProblem(FieldProblem):
 
         return SecularSurrogate(functional, values["eigenpairs"])
 
-    @staticmethod
-    def _first_order(functional, values):
-        from sensitivity.fem.surrogates import FirstOrderSurrogate
-
-        return FirstOrderSurrogate(functional)  # its mass solves: CG (PCREDUNDANT has no transposed solve)
-
-    surrogates: ClassVar[dict[str, Any]] = {"secular": _secular, "first order": _first_order}
+    surrogates: ClassVar[dict[str, Any]] = {"secular": _secular, "first order": first_order_surrogate}
 
     @classmethod
-    def mode_labels(cls, values: dict) -> list[str]:
-        return [f"q[{a},{b}]" for a, b in legendre_modes(values["modes"])]
+    def wave_vectors(cls, values: dict) -> list[tuple[int, int]]:
+        return legendre_modes(values["modes"])
 
     @classmethod
     def mode_scales(cls, values: dict) -> np.ndarray:
-        k = np.array(legendre_modes(values["modes"]), dtype=float)
+        k = np.array(cls.wave_vectors(values), dtype=float)
         return np.maximum(k.sum(axis=1), 1.0) ** (-values["spectrum"])
 
     @classmethod

@@ -39,7 +39,7 @@ import numpy as np
 from mpi4py import MPI
 
 from sensitivity.estimation.runs.config import Key, integer_at_least, register_problem
-from sensitivity.estimation.runs.fields import SOLVERS, FieldModel, FieldProblem
+from sensitivity.estimation.runs.fields import SOLVERS, FieldModel, FieldProblem, first_order_surrogate
 from sensitivity.validation import in_range, non_negative, positive
 
 __all__ = ["VelocityProblem", "mirror_signs", "sine_modes"]
@@ -80,21 +80,15 @@ class VelocityProblem(FieldProblem):
     forces = ("exact", "first order")
     field_name, field_symmetric = "stream function", True
 
-    @staticmethod
-    def _first_order(functional, values):
-        from sensitivity.fem.surrogates import FirstOrderSurrogate
-
-        return FirstOrderSurrogate(functional)  # its mass solves: CG (PCREDUNDANT has no transposed solve)
-
-    surrogates: ClassVar[dict[str, Any]] = {"first order": _first_order}
+    surrogates: ClassVar[dict[str, Any]] = {"first order": first_order_surrogate}
 
     @classmethod
-    def mode_labels(cls, values: dict) -> list[str]:
-        return [f"q[{a},{b}]" for a, b in sine_modes(values["modes"])]
+    def wave_vectors(cls, values: dict) -> list[tuple[int, int]]:
+        return sine_modes(values["modes"])
 
     @classmethod
     def mode_scales(cls, values: dict) -> np.ndarray:
-        k = np.array(sine_modes(values["modes"]), dtype=float)
+        k = np.array(cls.wave_vectors(values), dtype=float)
         return (np.hypot(k[:, 0], k[:, 1]) / np.sqrt(2.0)) ** (-values["spectrum"])
 
     @classmethod
