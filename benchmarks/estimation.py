@@ -18,7 +18,7 @@ memory, :func:`~sensitivity.estimation.runs.config.parse_config`) and run by the
 **PDE problems** ``velocity`` and ``potential``: ``runs/velocity.toml`` and ``runs/potential.toml`` with the
 changes of :data:`PDE_CHANGES` (default: the run files' problems — 9 stream-function coefficients on a 16 × 16
 mesh, 20 steps; 15 Legendre coefficients of the potential on 12 × 12, 60 steps — with 2 chains × (100 warm-up +
-300 draws), HMC with the Laplace mass (``sampler.mass = "laplace"``), 8 (velocity) and 4 (potential) leapfrog
+250 and 200 draws), HMC with the Laplace mass (``sampler.mass = "laplace"``), 8 (velocity) and 4 (potential) leapfrog
 steps; ``--full``: the papers' sizes, 196 coefficients (``modes = 14``) on 32 × 32 and a degree-8 potential (45)
 on 32 × 32 with 240 steps, 4 chains × (500 + 2000)). The MAP point (multi-start Newton–CG) and the Laplace
 approximation are computed once; then every trajectory gradient of :data:`PDE_FORCES` runs from the same starts
@@ -322,7 +322,7 @@ PDE_CHANGES = {
         "quick": {"problem": {"modes": 2, "cells": 8, "steps": 8, "observe_every": 2,
                               "true_coefficients": velocity_truth(2)}, "map": {"starts": 2},
                   "sampler": {"num_chains": 2, "num_warmup": 30, "num_draws": 40, "num_steps": 4}},
-        "default": {"sampler": {"num_chains": 2, "num_warmup": 100, "num_draws": 300}},
+        "default": {"sampler": {"num_chains": 2, "num_warmup": 100, "num_draws": 250}},
         "full": {"problem": {"modes": 14, "cells": 32, "dt": 0.0125, "steps": 40, "observe_every": 8,
                              "true_coefficients": velocity_truth(14)},
                  "sampler": {"num_chains": 4, "num_warmup": 500, "num_draws": 2000}},
@@ -330,7 +330,7 @@ PDE_CHANGES = {
     "potential": {
         "quick": {"problem": {"modes": 2, "cells": 6, "dt": 0.1, "steps": 10, "observe_every": 2, "sensors": 3},
                   "sampler": {"num_chains": 2, "num_warmup": 30, "num_draws": 40, "num_steps": 3}},
-        "default": {"sampler": {"num_chains": 2, "num_warmup": 100, "num_draws": 300, "num_steps": 4}},
+        "default": {"sampler": {"num_chains": 2, "num_warmup": 100, "num_draws": 200, "num_steps": 4}},
         "full": {"problem": {"modes": 8, "cells": 32, "dt": 0.025, "steps": 240, "observe_every": 24},
                  "sampler": {"num_chains": 4, "num_warmup": 500, "num_draws": 2000}},
     },

@@ -125,7 +125,7 @@ def test_the_double_well_lies_in_the_span_of_the_quartic_modes():
 def test_field_moments_equal_a_direct_computation():
     posterior = config("velocity").problem.build(MPI.COMM_WORLD)
     basis = posterior.misfit.basis
-    draws = np.random.default_rng(4).standard_normal((50, basis.size))
+    draws = np.random.default_rng(4).standard_normal((basis.BATCH + 44, basis.size))  # two batches
     mean, std = basis.field_moments(draws)
     fields = np.array([basis.field(d).array_r for d in draws])  # owned dofs of each draw's field
     np.testing.assert_allclose(mean.array_r, fields.mean(axis=0), rtol=1e-12, atol=1e-14)

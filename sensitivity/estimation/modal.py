@@ -85,14 +85,18 @@ class ModalBasis:
         if draws.ndim != 2 or draws.shape[1] != self.size or draws.shape[0] < 2:
             raise InvalidArgumentError(f"draws must have shape (N >= 2, {self.size}), got {draws.shape}")
         mean_q = draws.mean(axis=0)
-        mean = self.field(mean_q)
-        centred = self.field_space.combine(self.modes, (draws - mean_q).T)
-        std = self.field_space.zeros()
-        squares = sum(np.asarray(x.array_r) ** 2 for x in centred)
+        mean, std = self.field(mean_q), self.field_space.zeros()
+        squares = np.zeros_like(np.asarray(std.array_r))
+        for start in range(0, draws.shape[0], self.BATCH):  # at most BATCH field vectors at a time
+            centred = self.field_space.combine(self.modes, (draws[start:start + self.BATCH] - mean_q).T)
+            for x in centred:
+                squares += np.asarray(x.array_r) ** 2
+                self.field_space.destroy(x)
         std.array[:] = np.sqrt(squares / (draws.shape[0] - 1))
-        for x in centred:
-            self.field_space.destroy(x)
         return mean, std
+
+    #: Draws turned into field vectors at a time by :meth:`field_moments`.
+    BATCH = 256
 
     def destroy(self) -> None:
         for vec in (*self.modes, self.offset):
