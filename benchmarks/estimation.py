@@ -5,7 +5,10 @@ per second (docs/theory.md §4.4–4.6): the seed's question, measured.
 Usage::
 
     python benchmarks/estimation.py --json out.json [--figure out.png] [--quick | --full]
-        [--problems rate_matrix velocity potential] [--sizes 4 14 44]
+        [--problems rate_matrix velocity potential] [--sizes 4 14 44] [--update]
+
+(``--update``: rerun only the given problems and replace their rows in the report ``out.json``; every ratio is
+between rows of one problem, measured in one invocation, whose start each row records.)
 
 :func:`measure_forces` samples one problem once per trajectory gradient (a dict ``{label: build}``, ``build(comm)``
 returning the :class:`~sensitivity.estimation.Posterior`) with the same seed, chains, starts and warm-up (the
@@ -89,6 +92,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -443,7 +447,8 @@ def print_report(report: dict) -> None:
 
 
 def figure(report: dict, path: Path) -> None:
-    """ESS per second of every trajectory gradient over the exact one's, per problem (log scale), as a PNG."""
+    """ESS per second of every trajectory gradient over the exact one's, per problem (log scale; pale and hatched:
+    a smallest bulk ESS below :data:`MIN_ESS`), as a PNG."""
     from sensitivity.io import new_figure
 
     problems = list(report["by_problem"])
@@ -451,19 +456,32 @@ def figure(report: dict, path: Path) -> None:
     fig = new_figure(figsize=(1.6 + 1.2 * len(problems), 3.6), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(forces)
+    colours = {}
     for j, force in enumerate(forces):
-        rows = {r["problem"]: r for r in report["rows"] if r["force"] == force}
-        x = [i + (j - (len(forces) - 1) / 2) * width for i, p in enumerate(problems) if p in rows]
-        ax.bar(x, [rows[p]["ess_per_s_over_exact"] for p in problems if p in rows], width, label=force)
+        for i, p in enumerate(problems):
+            row = next((r for r in report["rows"] if r["problem"] == p and r["force"] == force), None)
+            if row is None:
+                continue
+            few = row["min_ess_bulk"] < MIN_ESS  # hatched: too few effective samples for a precise figure
+            colour = colours.setdefault(force, f"C{j}")
+            ax.bar(i + (j - (len(forces) - 1) / 2) * width, row["ess_per_s_over_exact"], width, color=colour,
+                   alpha=0.35 if few else 1.0, hatch="///" if few else None, edgecolor=colour)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_yscale("log")
     ax.set_xticks(range(len(problems)), [p.replace("rate_matrix_", "rates ") for p in problems], fontsize=8)
     ax.set_ylabel("ESS/s over the exact adjoint's")
-    ax.legend(fontsize=7, ncols=2)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c, label=f) for f, c in colours.items()]
+    handles.append(Patch(facecolor="0.6", alpha=0.35, hatch="///", edgecolor="0.3",
+                         label=f"min bulk ESS < {MIN_ESS:g}"))
+    ax.legend(handles=handles, fontsize=7, ncols=2)
     fig.savefig(path, dpi=120)
 
 
 PROBLEMS = ("rate_matrix", "velocity", "potential")
+#: The entries of a problem's report besides those :func:`by_problem` computes from its rows.
+EXTRA_KEYS = ("run_file", "map", "map_start_values", "laplace", "folded_onto_one_mode", "agreement_with_the_map_demo")
 
 
 def main(argv=None) -> int:
@@ -478,6 +496,8 @@ def main(argv=None) -> int:
                         help="the problems (default all)")
     parser.add_argument("--sizes", type=int, nargs="+", choices=sorted(RATE_MATRIX_SIZES["default"]),
                         help="rate-matrix states d (default 4 14 44; --quick: 4 14)")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the rows of the problems run now in the --json report (same mode)")
     args = parser.parse_args(argv)
     if args.json is None:
         parser.error("--json PATH is required")
@@ -498,6 +518,18 @@ def main(argv=None) -> int:
             rows += found
     if comm.rank != 0:
         return 0
+    for row in rows:
+        row["invocation_started"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - time.perf_counter()
+                                                                                     + start))
+    if args.update and args.json.is_file():  # the other problems' rows and reports from the earlier run
+        old = json.loads(args.json.read_text(encoding="utf-8"))
+        if old["arguments"]["mode"] != mode_name:
+            parser.error(f"--update: {args.json} is a {old['arguments']['mode']!r} report, not {mode_name!r}")
+        now = {r["problem"] for r in rows}
+        kept = [r for r in old["rows"] if r["problem"] not in now]
+        rows = kept + rows
+        reports = {name: {k: v for k, v in old["by_problem"][name].items() if k in EXTRA_KEYS}
+                   for name in dict.fromkeys(r["problem"] for r in kept)} | reports
     problems = by_problem(rows)
     for name, extra in reports.items():
         problems[name].update(extra)
@@ -506,7 +538,7 @@ def main(argv=None) -> int:
         "max_posterior_distance_in_mcse": largest_distance([r for r in rows if r["force"] != "exact"]),
         "machine": _harness.machine_info(), "nprocs": comm.size,
         "arguments": {"mode": mode_name, "quick": args.quick, "full": args.full, "sizes": args.sizes,
-                      "problems": args.problems},
+                      "problems": args.problems, "update": args.update},
         "targets": dict(TARGETS),
     }
     checks = {"surrogates_target_the_posterior": surrogates_target_the_posterior(rows)}

@@ -304,6 +304,21 @@ def test_map_modes_are_the_distinct_low_minima_and_their_images():
         steps.map_modes([minima[-1]], 10.0)
 
 
+def test_the_nearest_image_force_is_the_force_about_the_nearest_mode():
+    from sensitivity.estimation import Force
+
+    class Spring(Force):  # pulls towards q0
+        def derivative(self, q):
+            return np.asarray(q) - q0
+
+    q0, S = np.array([1.0, 0.5]), np.diag([-1.0, 1.0])
+    force = steps.NearestImageForce(Spring(), [S], q0)
+    near, mirrored = np.array([0.8, 0.4]), np.array([-0.8, 0.4])
+    np.testing.assert_array_equal(force.derivative(near), near - q0)
+    np.testing.assert_allclose(force.derivative(mirrored), mirrored - S @ q0)  # towards the mirror mode S q0
+    np.testing.assert_allclose(force.derivative(mirrored), S.T @ Spring().derivative(S @ mirrored))
+
+
 def test_config_errors_in_process(tmp_path):
     toml = run_file(tmp_path, changes={"sampler": {"thin": 0}})
     with pytest.raises(InvalidArgumentError, match=r"sampler\.thin must be a positive integer, got 0"):

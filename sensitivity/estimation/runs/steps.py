@@ -18,11 +18,11 @@ from mpi4py import MPI
 from sensitivity.errors import InvalidArgumentError
 from sensitivity.estimation.laplace import LaplaceApproximation, LaplaceForce
 from sensitivity.estimation.map import find_map
-from sensitivity.estimation.posterior import Posterior
+from sensitivity.estimation.posterior import Force, Posterior
 from sensitivity.estimation.runs.config import RunConfig
 from sensitivity.estimation.samplers import HMC, PCN, InfiniteMALA, Kernel
 
-__all__ = ["build_posterior", "find_map_point", "initial_points", "kernel", "laplace_mass", "laplace_step",
+__all__ = ["NearestImageForce", "build_posterior", "find_map_point", "initial_points", "kernel", "laplace_mass", "laplace_step",
            "map_modes", "sample_arguments"]
 
 
@@ -142,10 +142,32 @@ def build_posterior(config: RunConfig, map_point: np.ndarray | None) -> Callable
         posterior = problem.build(comm)
         if v["sampler"]["force"] == "laplace":
             laplace = LaplaceApproximation(posterior, map_point, rank=v["laplace"]["rank"])
-            posterior = Posterior(posterior.misfit, posterior.prior, LaplaceForce(laplace))
+            force = LaplaceForce(laplace)
+            if problem.symmetries():
+                force = NearestImageForce(force, problem.symmetries(), map_point)
+            posterior = Posterior(posterior.misfit, posterior.prior, force)
         return posterior
 
     return build
+
+
+class NearestImageForce(Force):
+    r"""A force about one point :math:`q_0` carried to every image of it under a posterior's symmetries:
+    :math:`\tilde f(q) = S^Tf(Sq)` for the :math:`S \in G` (the identity included) that brings :math:`q` nearest
+    to :math:`q_0`. For the Laplace force, the quadratic model of the misfit about the MAP mode is used about
+    each mirror mode too, instead of pulling a chain in one mode towards the other. A function of :math:`q` alone
+    (a discontinuous one: each leapfrog kick is still a shear, so the integrator stays volume-preserving and
+    reversible and the accept step keeps the target exact, docs/theory.md §4.4). Parameters on an
+    :class:`~sensitivity.estimation.ArraySpace`; the symmetries orthogonal matrices."""
+
+    def __init__(self, force: Force, symmetries: list[np.ndarray], point: np.ndarray):
+        self.force, self.point, self.name = force, np.asarray(point, dtype=float), force.name
+        self.group = [np.eye(self.point.size), *[np.asarray(S, dtype=float) for S in symmetries]]
+
+    def derivative(self, q):
+        q = np.asarray(q, dtype=float)
+        S = min(self.group, key=lambda S: float(np.linalg.norm(S @ q - self.point)))
+        return S.T @ self.force.derivative(S @ q)
 
 
 def sample_arguments(config: RunConfig) -> dict[str, Any]:
