@@ -278,3 +278,22 @@ def test_estimation_benchmark_quick(tmp_path):
     assert set(report["targets"]) == {"surrogates_target_the_posterior"} == set(report["passed"])
     assert isinstance(report["passed"]["surrogates_target_the_posterior"], bool)
     assert report["arguments"]["quick"] is True
+
+
+@serial_only
+def test_estimation_benchmark_full_run_files_are_valid():
+    """``--full`` is not run by the tests (hours): its PDE run files (the papers' sizes) at least validate, build
+    their synthetic data, and have the sizes the benchmark's docstring names."""
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import estimation as E; from mpi4py import MPI\n"
+        "for problem, size in (('velocity', 196), ('potential', 45)):\n"
+        "    for force in E.PDE_FORCES[problem]:\n"
+        "        text = E.pde_run_file(problem, 'full', force)\n"
+        "        if force == 'exact':\n"
+        "            c = E.parse_config(text, E.RUNS / f'{problem}.toml', MPI.COMM_WORLD)\n"
+        "            assert c.problem.size == size, (problem, c.problem.size)\n"
+        "        else:\n"
+        "            import tomllib; tomllib.loads(text)\n"
+        "print('ok')\n")
+    result = mpi_harness.run([sys.executable, "-c", code], timeout=300, cwd=mpi_harness.ROOT)
+    assert mpi_harness.check(result).strip().endswith("ok")
