@@ -224,7 +224,40 @@ BAD_ENTRIES = {
     "map start without map": ({"map": {"enabled": False}, "sampler": {"initial": "map"}}, None,
                               ["sampler.initial = 'map'", "map.enabled"]),
     "a section that is a value": ({"output": "here"}, None, ["output", "'here'"]),
+    "unknown mass": ({"sampler": {"mass": "dense"}}, None, ["sampler.mass", "'dense'"]),
+    "laplace mass without laplace": ({"sampler": {"mass": "laplace"}}, None, ["sampler.mass = 'laplace'",
+                                                                            "laplace.enabled"]),
+    "no map starts": ({"map": {"starts": 0}}, None, ["map.starts", "got 0"]),
+    "negative spread": ({"map": {"spread": -0.2}}, None, ["map.spread", "-0.2"]),
+    "map modes without map": ({"map": {"enabled": False}, "sampler": {"initial": "map modes"}}, None,
+                              ["sampler.initial = 'map modes'", "map.enabled"]),
 }
+
+#: Bad entries of the PDE examples: example -> label -> (changes, texts of the one-line message).
+BAD_PDE_ENTRIES = {
+    "velocity": {
+        "no modes": ({"problem": {"modes": 0}}, ["problem.modes", "got 0"]),
+        "truth of the wrong length": ({"problem": {"true_coefficients": [1.0, 0.0]}},
+                                      ["problem.true_coefficients has 2 entries", "4 coefficients"]),
+        "source outside": ({"problem": {"source_x": 1.5}}, ["problem.source_x", "1.5"]),
+        "nothing observed": ({"problem": {"observe_every": 50}}, ["problem.observe_every = 50", "nothing is observed"]),
+        "unknown force": ({"sampler": {"force": "secular"}}, ["sampler.force", "'secular'"]),
+    },
+    "potential": {
+        "negative noise": ({"problem": {"noise": -0.01}}, ["problem.noise", "-0.01"]),
+        "prior of the wrong length": ({"prior": {"std": [1.0, 2.0]}}, ["prior.std has 2 entries", "6 coefficients"]),
+        "no eigenpairs": ({"problem": {"eigenpairs": 0}}, ["problem.eigenpairs", "got 0"]),
+    },
+}
+
+
+@pytest.mark.parametrize("example, label", [(e, k) for e, table in BAD_PDE_ENTRIES.items() for k in table])
+def test_a_bad_pde_entry_is_one_line_naming_it(tmp_path, capfd, example, label):
+    changes, expected = BAD_PDE_ENTRIES[example][label]
+    status = cli.main([str(run_file(tmp_path, changes=changes, example=example)), "--quiet"])
+    captured = capfd.readouterr()
+    _one_error_line(subprocess.CompletedProcess([], status, captured.out + captured.err), expected)
+    assert not (tmp_path / "run-out").exists(), "nothing may be written before the run file is validated"
 #: Also run as the console script, serially and under mpirun -n 2.
 SUBPROCESS_CASES = ("unknown key", "laplace force", "wrong type")
 MPI_CASES = ("negative num_draws", "missing file")
