@@ -102,9 +102,9 @@ class FieldProblem(Problem):
     }
 
     def __init__(self, values: dict, mean: np.ndarray, std: np.ndarray, data: list[np.ndarray],
-                 noise: list[float], truth: np.ndarray | None, source: str):
+                 noise: list[float], truth: np.ndarray | None, source: str, force_name: str = "exact"):
         self.values, self.mean, self.std, self.data, self.noise = values, mean, std, data, noise
-        self.truth, self.source = truth, source
+        self.truth, self.source, self.force_name = truth, source, force_name
         self.size = mean.size
 
     # ---------------------------------------------------------------- the subclass's model
@@ -189,9 +189,7 @@ class FieldProblem(Problem):
         finally:
             basis.destroy()
             model.scheme.destroy()
-        problem = cls(p, mean, std, observed, noise, truth, source)
-        problem.force_name = v["sampler"]["force"]
-        return problem
+        return cls(p, mean, std, observed, noise, truth, source, v["sampler"]["force"])
 
     @classmethod
     def _basis(cls, model: FieldModel, comm: MPI.Comm) -> ModalBasis:
@@ -273,8 +271,6 @@ class FieldProblem(Problem):
             make = self.surrogates[name]
             force = ModalForce(SurrogateForce(field_misfit, lambda G: make(G, self.values), name=name), basis)
         return Posterior(misfit, prior, force)
-
-    force_name: str = "exact"
 
     # ---------------------------------------------------------------- reports and outputs
 
